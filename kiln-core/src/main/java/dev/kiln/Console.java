@@ -1,0 +1,278 @@
+package dev.kiln;
+
+import dev.kiln.support.Deadline;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.nio.CharBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.CharsetDecoder;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.regex.MatchResult;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * A guest's serial console: everything it printed (the in-memory transcript keeps a bounded tail; a tee
+ * file keeps all), expect-style {@link #await} and {@link #send}. One virtual thread reads it.
+ *
+ * <p>{@code await} works like expect: each match moves a cursor past itself, so the next await only sees
+ * later output. {@link #transcript()} always shows everything retained.
+ */
+public final class Console implements AutoCloseable {
+    /** Characters kept in memory; older output is only in the tee file. */
+    public static final int DEFAULT_RETAINED_CHARS = 4 << 20;
+
+    private final String name;
+    private final int retainedChars;
+    private final ReentrantLock lock = new ReentrantLock();
+    private final Condition changed = lock.newCondition();
+    private final StringBuilder text = new StringBuilder();
+    private final CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
+            .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
+    private long dropped;      // characters trimmed from the front of text
+    private long cursor;       // absolute position await searches from
+    private long totalBytes;
+    private boolean closed;
+    private String closedReason;
+    private SocketChannel channel;
+    private FileChannel tee;
+    private Thread reader;
+
+    public Console(String name) {
+        this(name, DEFAULT_RETAINED_CHARS);
+    }
+
+    public Console(String name, int retainedChars) {
+        this.name = name;
+        this.retainedChars = retainedChars;
+    }
+
+    /** Starts reading from a connected channel. */
+    public void attach(SocketChannel ch) {
+        lock.lock();
+        try {
+            if (channel != null) throw new IllegalStateException("console " + name + " is already attached");
+            channel = ch;
+        } finally {
+            lock.unlock();
+        }
+        reader = Thread.ofVirtual().name("kiln-console-" + name).start(this::readLoop);
+    }
+
+    /** Also writes everything from now on to {@code file} (appending). */
+    public Console teeTo(Path file) {
+        try {
+            FileChannel fc = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                    StandardOpenOption.APPEND);
+            lock.lock();
+            try {
+                if (tee != null) tee.close();
+                tee = fc;
+            } finally {
+                lock.unlock();
+            }
+        } catch (IOException e) {
+            throw new KilnException("cannot open console tee file " + file + ": " + e.getMessage(), e);
+        }
+        return this;
+    }
+
+    private void readLoop() {
+        ByteBuffer bytes = ByteBuffer.allocate(16384);
+        CharBuffer chars = CharBuffer.allocate(16384);
+        String reason = "the VM closed its console";
+        try {
+            while (true) {
+                int n = channel.read(bytes); // appends after any partial UTF-8 sequence kept from before
+                if (n < 0) break;
+                bytes.flip();
+                lock.lock();
+                try {
+                    totalBytes += n;
+                    if (tee != null) tee.write(bytes.slice(bytes.limit() - n, n));
+                    while (true) {
+                        chars.clear();
+                        var r = decoder.decode(bytes, chars, false);
+                        chars.flip();
+                        text.append(chars);
+                        if (!r.isOverflow()) break;
+                    }
+                    trim();
+                    changed.signalAll();
+                } finally {
+                    lock.unlock();
+                }
+                bytes.compact();
+            }
+        } catch (IOException e) {
+            reason = "console read failed: " + e.getMessage();
+        } finally {
+            markClosed(reason);
+        }
+    }
+
+    private void trim() {
+        int over = text.length() - retainedChars;
+        if (over > 0) {
+            text.delete(0, over);
+            dropped += over;
+            if (cursor < dropped) cursor = dropped;
+        }
+    }
+
+    private void markClosed(String reason) {
+        lock.lock();
+        try {
+            if (!closed) {
+                closed = true;
+                closedReason = reason;
+            }
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Everything retained in memory (the last {@link #DEFAULT_RETAINED_CHARS} characters by default). */
+    public String transcript() {
+        lock.lock();
+        try {
+            return text.toString();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** The last {@code chars} characters, for error messages. */
+    public String tail(int chars) {
+        lock.lock();
+        try {
+            return text.substring(Math.max(0, text.length() - chars));
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Bytes read from the guest since the start. */
+    public long totalBytes() {
+        lock.lock();
+        try {
+            return totalBytes;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    public boolean isOpen() {
+        lock.lock();
+        try {
+            return channel != null && !closed;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Waits for a literal text after the cursor. */
+    public MatchResult await(String literal, Duration timeout) {
+        return await(Pattern.compile(Pattern.quote(literal)), timeout);
+    }
+
+    /**
+     * Waits until {@code pattern} matches output after the cursor, moves the cursor past the match and
+     * returns it. Fails with {@link GuestTimeoutException} (with the console tail) on timeout, and at once
+     * when the console closes without a match.
+     */
+    public MatchResult await(Pattern pattern, Duration timeout) {
+        Deadline deadline = Deadline.after(timeout);
+        lock.lock();
+        try {
+            while (true) {
+                int from = (int) Math.max(0, cursor - dropped);
+                Matcher m = pattern.matcher(text);
+                if (m.find(from)) {
+                    cursor = dropped + m.end();
+                    return m.toMatchResult();
+                }
+                if (closed) {
+                    throw new GuestException("console " + name + " closed (" + closedReason + ") before /"
+                            + pattern.pattern() + "/ appeared; last output:\n"
+                            + Text.tail(text.toString(), 2000));
+                }
+                long left = deadline.remainingNanos();
+                if (left <= 0) {
+                    throw new GuestTimeoutException("/" + pattern.pattern() + "/ on console " + name, timeout,
+                            text.substring(Math.max(0, text.length() - 2000)));
+                }
+                changed.awaitNanos(left);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new KilnException("interrupted while waiting for console output", e);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Types text into the console as is (add "\n" to press enter). */
+    public void send(String text) {
+        SocketChannel ch;
+        lock.lock();
+        try {
+            ch = channel;
+            if (ch == null || closed) throw new KilnException("console " + name + " is not connected");
+        } finally {
+            lock.unlock();
+        }
+        ByteBuffer b = ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8));
+        try {
+            synchronized (ch) {
+                while (b.hasRemaining()) ch.write(b);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write to console " + name, e);
+        }
+    }
+
+    /** Stops reading and closes the connection and the tee file; the transcript stays readable. */
+    @Override
+    public void close() {
+        SocketChannel ch;
+        FileChannel t;
+        lock.lock();
+        try {
+            ch = channel;
+            t = tee;
+            tee = null;
+        } finally {
+            lock.unlock();
+        }
+        try {
+            if (ch != null) ch.close();
+        } catch (IOException ignored) {
+            // closing: nothing left to do
+        }
+        if (reader != null) {
+            try {
+                reader.join(TimeUnit.SECONDS.toMillis(5));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        markClosed("closed by Kiln");
+        try {
+            if (t != null) t.close();
+        } catch (IOException ignored) {
+            // closing
+        }
+    }
+}

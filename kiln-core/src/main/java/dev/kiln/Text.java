@@ -1,0 +1,22 @@
+package dev.kiln;
+
+import java.time.Duration;
+
+/** Small text helpers for messages. */
+public final class Text {
+    private Text() {}
+
+    /** The last {@code max} characters of {@code s}, marked when cut. */
+    public static String tail(String s, int max) {
+        if (s == null) return "";
+        return s.length() <= max ? s : "…" + s.substring(s.length() - max);
+    }
+
+    /** A duration the way a person reads it: 250 ms, 1.5 s, 2 min 5 s. */
+    public static String human(Duration d) {
+        long ms = d.toMillis();
+        if (ms < 1000) return ms + " ms";
+        if (ms < 60_000) return (ms % 1000 == 0 ? String.valueOf(ms / 1000) : String.format("%.1f", ms / 1000.0)) + " s";
+        return (ms / 60_000) + " min " + (ms % 60_000) / 1000 + " s";
+    }
+}

@@ -1,0 +1,41 @@
+package dev.kiln.image;
+
+import dev.kiln.KilnException;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+class ElfTest {
+    @Test
+    void readsNeededAndInterpreterOfADynamicExecutable() {
+        Path exe = Files.exists(Path.of("/usr/bin/qemu-system-x86_64")) ? Path.of("/usr/bin/qemu-system-x86_64") : Path.of("/bin/ls");
+        Elf elf = Elf.read(exe);
+        assertThat(elf.needed()).contains("libc.so.6").allMatch(s -> s.contains(".so"));
+        assertThat(elf.interpreter()).hasValue("/lib64/ld-linux-x86-64.so.2");
+    }
+
+    @Test
+    void readsSectionsByName() {
+        Elf ls = Elf.read(Path.of("/bin/ls"));
+        assertThat(ls.section(".interp")).hasValueSatisfying(b -> assertThat(new String(b)).startsWith("/lib64/ld-linux-x86-64.so.2"));
+        assertThat(ls.section(".no-such-section")).isEmpty();
+    }
+
+    @Test
+    void aStaticExecutableNeedsNothing() {
+        Path busybox = Path.of("/bin/busybox");
+        assumeTrue(Files.isRegularFile(busybox) && Elf.read(busybox).interpreter().isEmpty(), "needs busybox-static on the host");
+        assertThat(Elf.read(busybox).needed()).isEmpty();
+    }
+
+    @Test
+    void rejectsWhatIsNotElf() {
+        assertThatThrownBy(() -> Elf.of("text", "#!/bin/sh\necho this is long enough to hold an ELF header......................\n".getBytes()).needed())
+                .isInstanceOf(KilnException.class).hasMessageContaining("not an ELF file");
+    }
+}
