@@ -15,7 +15,7 @@ import java.util.concurrent.CompletableFuture;
  * A VMM process tied to this JVM by a lifeline, so that it cannot outlive it, even when the JVM is
  * SIGKILLed.
  *
- * <p>How: the VMM is started by {@code /bin/sh}, which first forks a watcher subshell that blocks reading
+ * <p>How: the VMM is started by {@code /bin/bash}, which first forks a watcher subshell that blocks reading
  * a pipe whose only write end this JVM holds, then {@code exec}s the VMM (so the VMM keeps the shell's
  * pid and process group). When the JVM dies, the kernel closes the write end; the watcher's read
  * returns, it kills the VMM's process group with SIGKILL and removes the machine's work directory.
@@ -23,17 +23,20 @@ import java.util.concurrent.CompletableFuture;
  * cleans up. The shell and the watcher are a few hundred kilobytes and cost about a millisecond to start.
  */
 public final class VmmProcess {
-    // $1 = work dir; the rest is the VMM's argv. The watcher compares its parent pid with $$ so that it
-    // never signals a process that is no longer the VMM.
+    // $1 = work dir; the rest is the VMM's argv. fd 3 is the lifeline. The watcher compares its parent pid
+    // with $$ so that it never signals a process that is no longer the VMM. bash, not dash: dash cannot
+    // name fds above 9, and the watcher must close every fd meant for the VMM.
     private static final String SUPERVISOR = """
             w="$1"; shift
             (
-              read -r _ 2>/dev/null
-              read -r _ _ _ pp _ </proc/self/stat 2>/dev/null
-              rm -rf -- "$w" 2>/dev/null
-              [ "$pp" = "$$" ] && kill -KILL -$$ 2>/dev/null
-            ) >/dev/null 2>&1 %s &
-            exec "$@" </dev/null
+              exec </dev/null >/dev/null 2>&1 %s
+              read -r _ <&3
+              read -r _ _ _ pp _ </proc/self/stat
+              rm -rf -- "$w"
+              [ "$pp" = "$$" ] && kill -KILL -$$
+            ) &
+            exec 3<&- </dev/null
+            exec "$@"
             """;
 
     private final SpawnedProcess process;
@@ -48,23 +51,26 @@ public final class VmmProcess {
     }
 
     /**
-     * Starts {@code command} with stdout and stderr appended to {@code log}, and {@code extraFds} as fds
-     * 3, 4, … ({@link Spawn#childFdOf}). {@code workDir} is removed by the watcher if the JVM dies.
+     * Starts {@code command} with stdout and stderr appended to {@code log}, and {@code extraFds} as the
+     * fds numbered {@link #childFdOf}(0), (1), …. {@code workDir} is removed by the watcher if the JVM dies.
      */
     public static VmmProcess start(List<String> command, Path workDir, Path log, List<Fd> extraFds) {
         Fd[] pipe = Posix.pipe();
         // The watcher must not keep the VMM's extra fds open (a peer would never see EOF): close them there.
         StringBuilder closes = new StringBuilder();
-        for (int i = 0; i < extraFds.size(); i++) closes.append(' ').append(Spawn.childFdOf(i)).append(">&-");
-        List<String> argv = new ArrayList<>(List.of("/bin/sh", "-c", SUPERVISOR.formatted(closes), "kiln-vmm",
+        for (int i = 0; i < extraFds.size(); i++) closes.append(' ').append(childFdOf(i)).append(">&-");
+        List<String> argv = new ArrayList<>(List.of("/bin/bash", "-c", SUPERVISOR.formatted(closes), "kiln-vmm",
                 workDir.toString()));
+        List<Fd> fds = new ArrayList<>();
+        fds.add(pipe[0]);
+        fds.addAll(extraFds);
         argv.addAll(command);
         try {
             SpawnedProcess p = Spawn.of(argv)
-                    .withStdin(Spawn.Redirect.fd(pipe[0]))
+                    .withStdin(Spawn.Redirect.devNull())
                     .withStdout(Spawn.Redirect.file(log))
                     .withStderr(Spawn.Redirect.sameAsStdout())
-                    .withExtraFds(extraFds)
+                    .withExtraFds(fds)
                     .withNewSession(true)
                     .start();
             return new VmmProcess(p, pipe[1], List.copyOf(command));
@@ -74,6 +80,11 @@ public final class VmmProcess {
         } finally {
             pipe[0].close();
         }
+    }
+
+    /** The number the VMM sees the {@code index}th extra fd as (fd 3 is the lifeline). */
+    public static int childFdOf(int index) {
+        return Spawn.childFdOf(index + 1);
     }
 
     public long pid() { return process.pid(); }

@@ -341,6 +341,46 @@ class QgaGuestTest {
         assertThat(guest.exec("echo", "after").stdoutText()).isEqualTo("after\n");
     }
 
+    /** A fake peer: qemu-ga never sends garbage, so one that does stands in for a broken channel. */
+    @Test
+    void garbageFromAFakePeerFailsTheRequestThenResyncRecovers() throws Exception {
+        Path sock = tmp.resolve("fake.sock");
+        try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+             var peer = Executors.newVirtualThreadPerTaskExecutor()) {
+            server.bind(UnixDomainSocketAddress.of(sock));
+            peer.submit(() -> {
+                try (SocketChannel ch = server.accept()) {
+                    int[] pings = {0};
+                    JsonFramer in = new JsonFramer(msg -> {
+                        String reply = switch (msg.path("execute").asText()) {
+                            case "guest-sync-delimited" -> "\u00ff{\"return\": " + msg.path("arguments").path("id") + "}";
+                            case "guest-ping" -> pings[0]++ == 0 ? "{\"return\": {}} trailing garbage \n" + "x".repeat(100_000)
+                                    : "{\"return\": {}}";
+                            default -> "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"no\"}}";
+                        };
+                        try {
+                            ch.write(ByteBuffer.wrap(reply.getBytes(StandardCharsets.ISO_8859_1)));
+                        } catch (IOException e) {
+                            throw new UncheckedIOException(e);
+                        }
+                    });
+                    ByteBuffer buf = ByteBuffer.allocate(4096);
+                    while (ch.read(buf) >= 0) {
+                        buf.flip();
+                        in.feed(buf);
+                        buf.clear();
+                    }
+                }
+                return null;
+            });
+            guest = new QgaGuest(() -> open(sock), () -> "", "fake-peer").awaitReady(READY);
+            guest.ping(); // answered, then garbage follows
+            assertThatThrownBy(guest::ping).isInstanceOf(GuestException.class).hasMessageContaining("garbage");
+            guest.ping(); // resynchronised past the garbage
+            guest.close();
+        }
+    }
+
     @Test
     void agentErrorsCarryClassAndDescription() {
         ready();

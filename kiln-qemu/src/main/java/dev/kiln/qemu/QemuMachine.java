@@ -17,7 +17,6 @@ import dev.kiln.agent.QgaGuest;
 import dev.kiln.os.ExitStatus;
 import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
-import dev.kiln.os.Spawn;
 import dev.kiln.os.UnixSocket;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.VmmProcess;
@@ -673,7 +672,7 @@ public final class QemuMachine implements Machine {
          * caller keeps and closes its own {@code fd}.
          */
         public Builder addFd(Fd fd, int fdset, String opaque, String opts) {
-            int childFd = Spawn.childFdOf(extraFds.size());
+            int childFd = VmmProcess.childFdOf(extraFds.size());
             extraFds.add(fd);
             String o = "fd=" + childFd + ",set=" + fdset + (opaque != null ? ",opaque=" + QemuCommandLine.escape(opaque) : "")
                     + (opts != null && !opts.isBlank() ? "," + opts : "");
