@@ -39,15 +39,20 @@ class InitramfsCompressionBench {
                 "gzip " + DefaultImage.mib(Files.size(gz)), new GuestImage(plain.kernel(), gz, plain.cmdline(), plain.readyMarker(), "gzip")));
         int rounds = Integer.getInteger("kiln.bench.rounds", 5);
         String extra = System.getProperty("kiln.bench.cmdline", "");
-        Map<String, List<Long>> millis = new TreeMap<>();
+        Map<String, List<Long>> millis = new TreeMap<>(), cpu = new TreeMap<>();
         for (int i = 0; i < rounds; i++)
             for (var v : variants.entrySet())
                 try (TestVm vm = new TestVm(v.getValue(), dir, extra)) {
                     Duration ready = vm.awaitMarker(Duration.ofSeconds(60));
                     if (ready == null) fail(v.getKey() + ": no ready marker; console:\n" + vm.console());
                     millis.computeIfAbsent(v.getKey(), k -> new ArrayList<>()).add(ready.toMillis());
+                    cpu.computeIfAbsent(v.getKey(), k -> new ArrayList<>()).add(vm.markerCpu == null ? -1 : vm.markerCpu.toMillis());
                 }
         millis.forEach((k, ms) -> System.out.println("KILN-READY, " + k + " (cmdline extra: '" + extra + "'): median "
-                + ms.stream().sorted().toList().get(ms.size() / 2) + " ms of " + ms));
+                + median(ms) + " ms of " + ms + "; QEMU CPU time median " + median(cpu.get(k)) + " ms of " + cpu.get(k)));
+    }
+
+    private static long median(List<Long> values) {
+        return values.stream().sorted().toList().get(values.size() / 2);
     }
 }

@@ -26,6 +26,8 @@ final class TestVm implements AutoCloseable {
     final Path qgaSocket;
     private final StringBuffer console = new StringBuffer();
     private volatile long markerNanos;
+    /** QEMU's CPU time (all threads) when the marker came: less disturbed by other load on the host than wall time. */
+    volatile Duration markerCpu;
     private SocketChannel qga;
     private final BlockingQueue<String> replies = new LinkedBlockingQueue<>();
 
@@ -46,7 +48,10 @@ final class TestVm implements AutoCloseable {
                 byte[] buf = new byte[8192];
                 for (int n; (n = in.read(buf)) > 0; ) {
                     console.append(new String(buf, 0, n, StandardCharsets.UTF_8));
-                    if (markerNanos == 0 && marker != null && readyLine.matcher(console).find()) markerNanos = System.nanoTime();
+                    if (markerNanos == 0 && marker != null && readyLine.matcher(console).find()) {
+                        markerNanos = System.nanoTime();
+                        markerCpu = process.toHandle().info().totalCpuDuration().orElse(null);
+                    }
                 }
             } catch (IOException ignored) {
                 // QEMU is gone

@@ -1,0 +1,51 @@
+package dev.kiln.qemu;
+
+import dev.kiln.GuestImage;
+import dev.kiln.MachineState;
+import dev.kiln.image.DefaultImage;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Machines that end: from the guest, from the host, with a console log file. */
+class PowerOffTest {
+    static { QemuAvailable.require(); }
+
+    @AfterAll
+    static void nothingLeaks() {
+        LeakCheck.assertNoneLeft();
+    }
+
+    @Test
+    void guestShutdownEndsQemuAndAwaitExitCleansUp() throws Exception {
+        GuestImage image = DefaultImage.get(System.out::println);
+        Path log = Files.createTempFile("kiln-console", ".log");
+        try {
+            QemuMachine vm = QemuMachine.builder().image(image).consoleLog(log).start();
+            vm.guest().awaitReady(Duration.ofSeconds(90));
+            Path dir = vm.workDir();
+            vm.guest().shutdown();
+            assertThat(vm.awaitExit(Duration.ofSeconds(60))).isZero();
+            assertThat(vm.state()).isEqualTo(MachineState.EXITED);
+            assertThat(dir).doesNotExist();
+            assertThat(Files.readString(log)).contains("KILN-READY");
+            assertThat(vm.vmmLog()).doesNotContain("terminating on signal");
+        } finally {
+            Files.deleteIfExists(log);
+        }
+    }
+
+    @Test
+    void hostShutdownIsGraceful() {
+        QemuMachine vm = QemuMachine.builder().image(DefaultImage.get(System.out::println)).start();
+        vm.console().await("KILN-READY", Duration.ofSeconds(90));
+        vm.shutdown(Duration.ofSeconds(30));
+        assertThat(vm.exitStatus().exited()).isTrue();
+        assertThat(vm.exitCode()).hasValue(0);
+    }
+}
