@@ -1,5 +1,7 @@
 package dev.kiln.support;
 
+import com.fasterxml.jackson.core.JsonFactory;
+import com.fasterxml.jackson.core.StreamReadConstraints;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -16,8 +18,10 @@ import java.util.function.Consumer;
  * UTF-8 JSON) drops any partial object. Anything else between objects is garbage and fails loudly.
  */
 public final class JsonFramer {
-    public static final ObjectMapper JSON = new ObjectMapper();
     private static final int DEFAULT_MAX = 64 << 20;
+    /** Shared mapper; strings may be as long as a whole message (qemu-ga sends up to 16 MiB of base64). */
+    public static final ObjectMapper JSON = new ObjectMapper(JsonFactory.builder()
+            .streamReadConstraints(StreamReadConstraints.builder().maxStringLength(DEFAULT_MAX).build()).build());
 
     private final Consumer<ObjectNode> sink;
     private final int maxObjectBytes;

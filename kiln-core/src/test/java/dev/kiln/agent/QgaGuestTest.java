@@ -11,6 +11,7 @@ import dev.kiln.support.ProtocolException;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
@@ -41,6 +42,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /** QgaGuest against the real qemu-guest-agent, run on the host over a unix socket (no VM needed). */
+@Timeout(60)
 class QgaGuestTest {
     private static final Duration READY = Duration.ofSeconds(10);
 
@@ -354,7 +356,7 @@ class QgaGuestTest {
                     JsonFramer in = new JsonFramer(msg -> {
                         String reply = switch (msg.path("execute").asText()) {
                             case "guest-sync-delimited" -> "\u00ff{\"return\": " + msg.path("arguments").path("id") + "}";
-                            case "guest-ping" -> pings[0]++ == 0 ? "{\"return\": {}} trailing garbage \n" + "x".repeat(100_000)
+                            case "guest-ping" -> pings[0]++ == 0 ? "not JSON at all " + "x".repeat(100_000)
                                     : "{\"return\": {}}";
                             default -> "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"no\"}}";
                         };
@@ -373,11 +375,12 @@ class QgaGuestTest {
                 }
                 return null;
             });
-            guest = new QgaGuest(() -> open(sock), () -> "", "fake-peer").awaitReady(READY);
-            guest.ping(); // answered, then garbage follows
-            assertThatThrownBy(guest::ping).isInstanceOf(GuestException.class).hasMessageContaining("garbage");
-            guest.ping(); // resynchronised past the garbage
-            guest.close();
+            try (QgaGuest fake = new QgaGuest(() -> open(sock), () -> "", "fake-peer")) { // closed before the peer
+                fake.awaitReady(READY);
+                assertThatThrownBy(fake::ping).isInstanceOf(GuestException.class)
+                        .hasMessageContaining("garbage").hasMessageContaining("guest-ping");
+                fake.ping(); // resynchronised past the garbage
+            }
         }
     }
 

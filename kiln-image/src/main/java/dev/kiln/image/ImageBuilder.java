@@ -154,6 +154,7 @@ final class ImageBuilder {
             deleteTree(dir); // a forced rebuild of the same inputs
             Files.move(out, dir, StandardCopyOption.ATOMIC_MOVE);
             makeCurrent(images, hash);
+            pruneOldImages(dir);
             progress.accept("kernel " + release + ": ships " + joined(modules.load().stream().map(KernelModules.Module::name).toList())
                     + " (loaded when their devices exist)" + (modules.builtIn().isEmpty() ? "" : "; built in: " + joined(modules.builtIn())));
             progress.accept("done in " + since(start) + " → " + dir + "/ (initramfs " + mib(size) + ")");
@@ -233,6 +234,16 @@ final class ImageBuilder {
         packages.stream().sorted(Comparator.comparing(Apt.Package::name))
                 .forEach(p -> sha.update(("\n" + p.name() + " " + p.sha256()).getBytes(StandardCharsets.UTF_8)));
         return HexFormat.of().formatHex(sha.digest(), 0, 8);
+    }
+
+    /** Keeps the new image and the one before it (a running JVM may still boot that one); removes older ones. */
+    private void pruneOldImages(Path keep) throws IOException {
+        List<Path> old;
+        try (Stream<Path> entries = Files.list(images)) {
+            old = entries.filter(p -> !p.equals(keep) && !p.getFileName().toString().startsWith(".") && Files.isDirectory(p))
+                    .sorted(Comparator.comparing((Path p) -> p.toFile().lastModified()).reversed()).toList();
+        }
+        for (Path p : old.subList(Math.min(1, old.size()), old.size())) deleteTree(p);
     }
 
     /** Half-done builds of a killed process; safe to remove because this process holds the cache lock. */

@@ -1,0 +1,34 @@
+# Shared set-up for ./kiln and .ci/run: a JDK >= 25 and the host packages Kiln needs (Debian, root).
+kiln_pick_jdk() {
+  if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]] && "$JAVA_HOME/bin/java" -version 2>&1 | grep -qE 'version "(2[5-9]|[3-9][0-9])'; then
+    return
+  fi
+  for d in /usr/lib/jvm/temurin-25-jdk-amd64 /usr/lib/jvm/java-25-openjdk-amd64 /usr/lib/jvm/*25*; do
+    if [[ -x "$d/bin/java" ]]; then export JAVA_HOME="$d"; return; fi
+  done
+  echo "kiln: no JDK 25 found under /usr/lib/jvm; install one (e.g. apt-get install openjdk-25-jdk) and set JAVA_HOME" >&2
+  exit 1
+}
+
+kiln_setup_host() {
+  kiln_pick_jdk
+  export PATH="$JAVA_HOME/bin:$PATH"
+  local missing=()
+  command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+  command -v mvn >/dev/null || missing+=(maven)
+  command -v dpkg-deb >/dev/null || missing+=(dpkg)
+  if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "kiln: missing packages: ${missing[*]}; install them with apt-get (needs root)" >&2
+      exit 1
+    fi
+    echo "kiln: installing ${missing[*]} (apt-get)…" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  fi
+  # The guest image is made from packages fetched with `apt-get download`: that needs apt's lists.
+  if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+    echo "kiln: refreshing apt's package lists (apt-get update) for the guest image…" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
+  fi
+}
