@@ -1,9 +1,8 @@
 package dev.kiln.os;
 
 import dev.kiln.KilnException;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.charset.StandardCharsets;
@@ -18,19 +17,8 @@ import static dev.kiln.os.OsTestSupport.readAll;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+@ExtendWith(NoOsLeaks.class)
 class PosixTest {
-    private java.util.Set<String> heldBefore;
-
-    @BeforeEach
-    void recordHeld() throws Exception {
-        heldBefore = OsTestSupport.openPipesSocketsAndChildren();
-    }
-
-    @AfterEach
-    void leavesNoPipeSocketOrChild() throws Exception {
-        assertThat(OsTestSupport.openPipesSocketsAndChildren()).as("leaked").isSubsetOf(heldBefore);
-    }
-
     @Test
     void pipeCarriesBytesAndReportsEndOfFileAsZero() throws Exception {
         Fd[] pipe = Posix.pipe();

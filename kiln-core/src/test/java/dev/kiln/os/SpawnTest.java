@@ -2,9 +2,8 @@ package dev.kiln.os;
 
 import dev.kiln.KilnException;
 import dev.kiln.os.Spawn.Redirect;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.charset.StandardCharsets;
@@ -27,19 +26,8 @@ import static dev.kiln.os.OsTestSupport.target;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+@ExtendWith(NoOsLeaks.class)
 class SpawnTest {
-    private java.util.Set<String> heldBefore;
-
-    @BeforeEach
-    void recordHeld() throws Exception {
-        heldBefore = OsTestSupport.openPipesSocketsAndChildren();
-    }
-
-    @AfterEach
-    void leavesNoPipeSocketOrChild() throws Exception {
-        assertThat(OsTestSupport.openPipesSocketsAndChildren()).as("leaked").isSubsetOf(heldBefore);
-    }
-
     /** Runs {@code spawn} with stdout into a pipe and returns what the child printed and how it ended. */
     private record Run(String stdout, ExitStatus status) {}
 

@@ -2,9 +2,8 @@ package dev.kiln.os;
 
 import dev.kiln.KilnException;
 import dev.kiln.os.UnixSocket.Received;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.net.StandardProtocolFamily;
@@ -22,19 +21,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 
+@ExtendWith(NoOsLeaks.class)
 class UnixSocketTest {
-    private java.util.Set<String> heldBefore;
-
-    @BeforeEach
-    void recordHeld() throws Exception {
-        heldBefore = OsTestSupport.openPipesSocketsAndChildren();
-    }
-
-    @AfterEach
-    void leavesNoPipeSocketOrChild() throws Exception {
-        assertThat(OsTestSupport.openPipesSocketsAndChildren()).as("leaked").isSubsetOf(heldBefore);
-    }
-
     private static byte[] bytes(String s) {
         return s.getBytes(StandardCharsets.UTF_8);
     }

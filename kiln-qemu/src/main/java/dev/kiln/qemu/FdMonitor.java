@@ -20,8 +20,16 @@ final class FdMonitor {
     private final ArrayDeque<ObjectNode> inbox = new ArrayDeque<>();
     private final JsonFramer framer = new JsonFramer(inbox::add);
 
-    FdMonitor(Fd socket) {
+    private FdMonitor(Fd socket) {
         this.socket = socket;
+    }
+
+    /** Reads the greeting and negotiates capabilities. */
+    static FdMonitor open(Fd socket) {
+        FdMonitor mon = new FdMonitor(socket);
+        mon.readMessage();
+        mon.execute("qmp_capabilities", null);
+        return mon;
     }
 
     ObjectNode readMessage() {

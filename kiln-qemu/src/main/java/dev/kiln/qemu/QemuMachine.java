@@ -366,13 +366,17 @@ public final class QemuMachine implements Machine {
 
     @Override
     public void shutdown(Duration timeout) {
-        if (!launched()) return;
+        if (launched()) stop(timeout, false, "could not shut " + id + " down gracefully");
+    }
+
+    /** Soft stop (quit, or just wait when {@code hasQuit}), hard kill on failure, cleanup always. */
+    private void stop(Duration timeout, boolean hasQuit, String failure) {
         state = MachineState.STOPPING;
         try {
-            softShutdown(timeout, false);
+            softShutdown(timeout, hasQuit);
         } catch (RuntimeException e) {
             hardShutdown();
-            throw new AbnormalShutdownException("could not shut " + id + " down gracefully: " + e.getMessage(), e);
+            throw new AbnormalShutdownException(failure + ": " + e.getMessage(), e);
         } finally {
             cleanup();
         }
@@ -392,17 +396,7 @@ public final class QemuMachine implements Machine {
     @Override
     public int awaitExit(Duration timeout) {
         if (process == null) throw new KilnException("machine " + id + " was never started");
-        if (launched()) {
-            state = MachineState.STOPPING;
-            try {
-                softShutdown(timeout, true);
-            } catch (RuntimeException e) {
-                hardShutdown();
-                throw new AbnormalShutdownException("machine " + id + " did not exit by itself: " + e.getMessage(), e);
-            } finally {
-                cleanup();
-            }
-        }
+        if (launched()) stop(timeout, true, "machine " + id + " did not exit by itself");
         return exitStatus.shellCode();
     }
 
@@ -517,11 +511,8 @@ public final class QemuMachine implements Machine {
      * monitor. Needs {@link Builder#fdPassing(boolean)}.
      */
     public JsonNode passFd(Fd fd, String fdName, String thenCommand, ObjectNode thenArguments) {
-        if (fdMonitorPath == null) throw new KilnException("fd passing is off: build the machine with fdPassing(true)");
-        try (Fd sock = UnixSocket.connect(fdMonitorPath)) {
-            FdMonitor mon = new FdMonitor(sock);
-            mon.readMessage(); // greeting
-            mon.execute("qmp_capabilities", null);
+        try (Fd sock = connectFdMonitor()) {
+            FdMonitor mon = FdMonitor.open(sock);
             ObjectNode args = JsonNodeFactory.instance.objectNode().put("fdname", fdName);
             mon.executeWithFd("getfd", args, fd);
             return thenCommand == null ? null : mon.execute(thenCommand, thenArguments);
@@ -530,15 +521,17 @@ public final class QemuMachine implements Machine {
 
     /** Adds an open file to an fd set ({@code add-fd} over SCM_RIGHTS); returns QEMU's answer ({@code fdset-id}, {@code fd}). */
     public JsonNode addFdToSet(Fd fd, int fdsetId, String opaque) {
-        if (fdMonitorPath == null) throw new KilnException("fd passing is off: build the machine with fdPassing(true)");
-        try (Fd sock = UnixSocket.connect(fdMonitorPath)) {
-            FdMonitor mon = new FdMonitor(sock);
-            mon.readMessage();
-            mon.execute("qmp_capabilities", null);
+        try (Fd sock = connectFdMonitor()) {
+            FdMonitor mon = FdMonitor.open(sock);
             ObjectNode args = JsonNodeFactory.instance.objectNode().put("fdset-id", fdsetId);
             if (opaque != null) args.put("opaque", opaque);
             return mon.executeWithFd("add-fd", args, fd);
         }
+    }
+
+    private Fd connectFdMonitor() {
+        if (fdMonitorPath == null) throw new KilnException("fd passing is off: build the machine with fdPassing(true)");
+        return UnixSocket.connect(fdMonitorPath);
     }
 
     @Override
