@@ -27,7 +27,7 @@ kiln_setup_host() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
   fi
   # The guest image is made from packages fetched with `apt-get download`: that needs apt's lists.
-  if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
     echo "kiln: refreshing apt's package lists (apt-get update) for the guest image…" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
   fi

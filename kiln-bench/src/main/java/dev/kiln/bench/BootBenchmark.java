@@ -26,6 +26,8 @@ import java.util.Locale;
  */
 public final class BootBenchmark {
     public static void main(String[] args) throws Exception {
+        boolean execOnly = args.length > 0 && args[0].equals("exec");
+        if (execOnly) args = Arrays.copyOfRange(args, 1, args.length);
         int runs = args.length > 0 ? Integer.parseInt(args[0]) : 10;
         Path launcher = args.length > 1 ? Path.of(args[1]) : null;
         GuestImage image = DefaultImage.get(System.err::println);
@@ -34,6 +36,21 @@ public final class BootBenchmark {
                 Runtime.getRuntime().availableProcessors(), Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(),
                 accel, runs);
 
+        if (!execOnly) boots(image, accel, runs, launcher);
+        guestRoundTrips(image);
+        try (QemuMachine vm = QemuMachine.builder().paused(true).machine("none").memoryMib(16).start()) {
+            for (int i = 0; i < 500; i++) vm.command("query-status");
+            List<Double> qmp = new ArrayList<>();
+            for (int i = 0; i < 2000; i++) {
+                long t = System.nanoTime();
+                vm.command("query-status");
+                qmp.add((System.nanoTime() - t) / 1e6);
+            }
+            report("QMP query-status round trip, paused VM with no guest", qmp);
+        }
+    }
+
+    private static void boots(GuestImage image, Accelerator.Choice accel, int runs, Path launcher) throws Exception {
         List<Double> raw = new ArrayList<>(), cli = new ArrayList<>(), inJvm = new ArrayList<>();
         // warm-up of each path, not counted
         rawBoot(image, accel);
@@ -50,6 +67,9 @@ public final class BootBenchmark {
             report("`kiln run -- true` whole process (JVM start, boot, agent, exec, shutdown)", cli);
             System.out.printf("  ratio kiln run / raw: %.2f%n", median(cli) / median(raw));
         }
+    }
+
+    private static void guestRoundTrips(GuestImage image) {
 
         try (QemuMachine vm = QemuMachine.builder().image(image).start()) {
             vm.guest().awaitReady(Duration.ofSeconds(120));
@@ -76,7 +96,7 @@ public final class BootBenchmark {
             report("exec of `true` through the agent (host wall time)", exec);
             report("fork+exec of /bin/true inside the guest (its own clock, per call)", forkExec);
             System.out.printf("  ratio exec / guest fork+exec: %.2f%n", median(exec) / median(forkExec));
-            report("QMP query-status round trip", qmp);
+            report("QMP query-status round trip, guest running under the same QEMU", qmp);
         }
     }
 

@@ -70,8 +70,10 @@ public final class QgaGuest implements Guest, AutoCloseable {
     private static final Duration KILL_BUDGET = Duration.ofSeconds(5);
     private static final Duration REAP_WAIT = Duration.ofSeconds(2);
     private static final Duration SHUTDOWN_REPLY_WAIT = Duration.ofMillis(500);
-    private static final long FIRST_BACKOFF_NANOS = 200_000;
-    private static final long MAX_BACKOFF_NANOS = 10_000_000;
+    // Each guest-exec-status poll costs guest CPU (the agent runs on the guest's vCPUs), so polling too
+    // eagerly slows the very command being waited for. Tunable: kiln.qga.firstPollMicros, kiln.qga.maxPollMicros.
+    private static final long FIRST_BACKOFF_NANOS = Long.getLong("kiln.qga.firstPollMicros", 200) * 1000;
+    private static final long MAX_BACKOFF_NANOS = Long.getLong("kiln.qga.maxPollMicros", 10_000) * 1000;
     private static final String FALLBACK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     /** Runs argv in a directory without interpolating anything: both travel as positional parameters. */
     private static final String CD_AND_EXEC = "cd \"$1\" || exit 126; shift; exec \"$@\"";
