@@ -153,8 +153,8 @@ public final class QemuMachine implements Machine {
             if (config.agent) {
                 guest = new QgaGuest(this::connectAgent, () -> console.tail(2000), id);
             }
-            exit.thenRun(this::onProcessExit);
             state = config.paused ? MachineState.PAUSED : MachineState.RUNNING;
+            exit.thenRun(this::onProcessExit); // after the state change, so an early death is cleaned up too
             timings.startedNanos = System.nanoTime() - t0;
             return this;
         } catch (RuntimeException | IOException e) {
