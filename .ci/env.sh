@@ -13,6 +13,8 @@ kiln_pick_jdk() {
 kiln_setup_host() {
   kiln_pick_jdk
   export PATH="$JAVA_HOME/bin:$PATH"
+  # Maven 3.8's bundled Guava warns about sun.misc.Unsafe on JDK 25; the warning is noise for our users.
+  export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
   local missing=()
   command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
   command -v mvn >/dev/null || missing+=(maven)

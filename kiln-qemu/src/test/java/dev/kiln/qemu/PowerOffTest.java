@@ -48,4 +48,25 @@ class PowerOffTest {
         assertThat(vm.exitStatus().exited()).isTrue();
         assertThat(vm.exitCode()).hasValue(0);
     }
+
+    @Test
+    void q35BootsTheSameImageWithPciDevices() {
+        try (QemuMachine vm = QemuMachine.builder().image(DefaultImage.get(System.out::println)).machine("q35").start()) {
+            assertThat(vm.commandLine()).contains("virtio-serial-pci").doesNotContain("virtio-serial-device");
+            vm.guest().awaitReady(Duration.ofSeconds(120));
+            assertThat(vm.guest().exec("sh", "-c", "cat /sys/class/virtio-ports/*/name").stdoutText())
+                    .contains(QemuMachine.AGENT_PORT_NAME);
+        }
+    }
+
+    @Test
+    void consoleDeviceTypeAndIndex() {
+        // two null serial ports first, then the console on the third ISA serial port: the guest's ttyS2
+        try (QemuMachine vm = QemuMachine.builder().image(DefaultImage.get(System.out::println))
+                .machine("q35").console("isa-serial", 2).append("console=ttyS2").start()) {
+            assertThat(vm.commandLine()).containsSubsequence("-serial", "null", "-serial", "null", "-device",
+                    "isa-serial,chardev=console");
+            vm.console().await("KILN-READY", Duration.ofSeconds(120));
+        }
+    }
 }
