@@ -46,6 +46,7 @@ public final class Posix {
     private static final MethodHandle FCNTL = Libc.withErrno("fcntl",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), Linker.Option.firstVariadicArg(2));
     private static final MethodHandle SHUTDOWN = Libc.withErrno("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
+    private static final MethodHandle POLL = Libc.withErrno("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
     private static final MethodHandle GETPID = Libc.function("getpid", FunctionDescriptor.of(JAVA_INT));
     private static final MethodHandle GETRLIMIT = Libc.withErrno("getrlimit", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
 
@@ -81,6 +82,28 @@ public final class Posix {
                     "read(fd " + number + ", " + len + " bytes)");
             MemorySegment.copy(buffer, JAVA_BYTE, 0, buf, off, n);
             return n;
+        }
+    }
+
+    /**
+     * Waits until {@code fd} has data to read, or its peer hung up; false when {@code timeout} passed first.
+     * Lets a blocking {@link #read} have a deadline.
+     */
+    public static boolean awaitReadable(Fd fd, java.time.Duration timeout) {
+        int number = fd.number();
+        long deadline = System.nanoTime() + timeout.toNanos();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment pollfd = arena.allocate(8, 4); // struct pollfd { int fd; short events; short revents; }
+            pollfd.set(JAVA_INT, 0, number);
+            pollfd.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 4, (short) 1); // POLLIN
+            while (true) {
+                int ms = (int) Math.min(Integer.MAX_VALUE, Math.max(0, (deadline - System.nanoTime() + 999_999) / 1_000_000));
+                long n = Libc.call(state -> (int) POLL.invokeExact(state, pollfd, 1L, ms));
+                if (n == -Libc.EINTR) continue;
+                Libc.check(n, "poll(fd " + number + ", " + ms + " ms)");
+                if (n > 0) return true;
+                if (System.nanoTime() - deadline >= 0) return false;
+            }
         }
     }
 

@@ -128,4 +128,17 @@ class PosixTest {
         assertThat(ExitStatus.killedBy(11, true)).hasToString("killed by SIGSEGV (core dumped)");
         assertThat(ExitStatus.exitedWith(3)).hasToString("exited with code 3");
     }
+
+    @Test
+    void awaitReadableHonoursItsTimeoutAndSeesData() {
+        Fd[] p = Posix.pipe();
+        try {
+            assertThat(Posix.awaitReadable(p[0], java.time.Duration.ofMillis(100))).isFalse();
+            Posix.writeFully(p[1], new byte[] {1}, 0, 1);
+            assertThat(Posix.awaitReadable(p[0], java.time.Duration.ofSeconds(5))).isTrue();
+        } finally {
+            p[0].close();
+            p[1].close();
+        }
+    }
 }

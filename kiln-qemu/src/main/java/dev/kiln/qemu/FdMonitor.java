@@ -9,6 +9,7 @@ import dev.kiln.os.Posix;
 import dev.kiln.os.UnixSocket;
 import dev.kiln.support.JsonFramer;
 
+import java.time.Duration;
 import java.util.ArrayDeque;
 
 /**
@@ -32,9 +33,15 @@ final class FdMonitor {
         return mon;
     }
 
+    /** How long one reply may take; a wedged QEMU must not hang the caller. */
+    static final Duration REPLY_TIMEOUT = Duration.ofSeconds(30);
+
     ObjectNode readMessage() {
         byte[] buf = new byte[8192];
         while (inbox.isEmpty()) {
+            if (!Posix.awaitReadable(socket, REPLY_TIMEOUT)) {
+                throw new KilnException("QEMU did not answer on the fd-passing monitor within " + REPLY_TIMEOUT);
+            }
             int n = Posix.read(socket, buf, 0, buf.length);
             if (n == 0) throw new KilnException("QEMU closed the fd-passing monitor");
             framer.feed(buf, 0, n);
