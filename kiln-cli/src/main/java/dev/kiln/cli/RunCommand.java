@@ -55,6 +55,9 @@ final class RunCommand implements Callable<Integer> {
         PrintStream err = System.err;
         Duration timeout = Duration.ofSeconds(timeoutSeconds);
         long t0 = System.nanoTime();
+        // start-up until here (launcher and JVM), from the process start time (10 ms resolution)
+        long jvmMs = ProcessHandle.current().info().startInstant()
+                .map(i -> java.time.Duration.between(i, java.time.Instant.now()).toMillis()).orElse(-1L);
         GuestImage image;
         if (kernel != null) {
             image = new GuestImage(kernel, initrd, "", null, kernel.toString());
@@ -88,9 +91,9 @@ final class RunCommand implements Callable<Integer> {
             tDown = System.nanoTime();
             if (!noTimings) {
                 err.printf("kiln: %s on %s, %d MiB, %d vCPU%n", vm.accelerator(), image.description(), memoryMib, cpus);
-                err.printf("kiln: image %s | spawn %s | QMP ready %s | guest ready %s | exec %s | shutdown %s | total %s%n",
-                        ms(tImage - t0), ms(tSpawned - tImage), ms(tQmp - tSpawned), ms(tGuest - Math.max(tQmp, started)),
-                        ms(tExec - tGuest), ms(tDown - tExec), ms(tDown - t0));
+                err.printf("kiln: startup %s | image %s | spawn %s | QMP ready %s | guest ready %s | exec %s | shutdown %s | total %s%n",
+                        jvmMs < 0 ? "?" : jvmMs + " ms", ms(tImage - t0), ms(tSpawned - tImage), ms(tQmp - tSpawned),
+                        ms(tGuest - Math.max(tQmp, started)), ms(tExec - tGuest), ms(tDown - tExec), ms(tDown - t0));
             }
         }
         return exitCode;
