@@ -47,6 +47,7 @@ public final class Posix {
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), Linker.Option.firstVariadicArg(2));
     private static final MethodHandle SHUTDOWN = Libc.withErrno("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle POLL = Libc.withErrno("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle EXIT = Libc.function("_exit", FunctionDescriptor.ofVoid(JAVA_INT));
     private static final MethodHandle GETPID = Libc.function("getpid", FunctionDescriptor.of(JAVA_INT));
     private static final MethodHandle GETRLIMIT = Libc.withErrno("getrlimit", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
 
@@ -219,5 +220,17 @@ public final class Posix {
     private static int checkPid(long pid) {
         if (pid <= 0 || pid > Integer.MAX_VALUE) throw new IllegalArgumentException("not a process id: " + pid);
         return (int) pid;
+    }
+
+    /**
+     * Ends the process now with {@code code} ({@code _exit}): no shutdown hooks, no JVM exit sequence. For a
+     * command-line tool that has cleaned up: the JVM's own exit waits ~300 ms for its I/O poller threads,
+     * which sit in native calls. Flush what must be seen first.
+     */
+    public static void exitImmediately(int code) {
+        Libc.plain(() -> {
+            EXIT.invokeExact(code);
+            return 0;
+        });
     }
 }
