@@ -5,6 +5,8 @@ import dev.kiln.GuestImage;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.qemu.Accelerator;
 import dev.kiln.qemu.QemuMachine;
+import dev.kiln.support.HostCpu;
+import dev.kiln.support.WorkDir;
 
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -101,16 +103,16 @@ public final class BootBenchmark {
     }
 
     private static double rawBoot(GuestImage image, Accelerator.Choice accel) throws Exception {
-        Path dir = Files.createTempDirectory("kiln-bench-raw");
+        Path dir = WorkDir.create(Path.of(System.getProperty("java.io.tmpdir")), "kiln-bench-raw-");
         try {
-            String khz = tscKhz();
+            long khz = HostCpu.tscKhz();
             String cmd = String.join(" ",
                     "exec qemu-system-x86_64 -M microvm,rtc=on,isa-serial=on -accel", accel.accelerator().qemuName(),
                     "-m 256 -smp 1 -nodefaults -no-user-config -display none -vga none -no-reboot -serial stdio",
                     "-device virtio-serial-device -chardev socket,id=qga,server=on,wait=off,path=" + dir.resolve("qga.sock"),
                     "-device virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
                     "-kernel", image.kernel().toString(), "-initrd", image.initrd().toString(),
-                    "-append 'console=ttyS0", (khz.isEmpty() ? "" : "tsc_early_khz=" + khz), image.cmdline() + "'");
+                    "-append 'console=ttyS0", (khz > 0 ? "tsc_early_khz=" + khz : ""), image.cmdline() + "'");
             long t0 = System.nanoTime();
             Process p = new ProcessBuilder("/bin/sh", "-c", cmd).redirectErrorStream(true).start();
             try (BufferedReader r = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8))) {
@@ -123,9 +125,7 @@ public final class BootBenchmark {
                 p.destroyForcibly().waitFor();
             }
         } finally {
-            try (var s = Files.walk(dir)) {
-                s.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-            }
+            WorkDir.delete(dir);
         }
     }
 
@@ -145,15 +145,6 @@ public final class BootBenchmark {
                 .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
         if (p.waitFor() != 0) throw new IllegalStateException("kiln run failed: exit " + p.exitValue());
         return (System.nanoTime() - t0) / 1e6;
-    }
-
-    private static String tscKhz() throws Exception {
-        for (String line : Files.readAllLines(Path.of("/proc/cpuinfo"))) {
-            if (line.startsWith("cpu MHz")) {
-                return Long.toString(Math.round(Double.parseDouble(line.substring(line.indexOf(':') + 1).trim()) * 1000));
-            }
-        }
-        return "";
     }
 
     private static double median(List<Double> xs) {

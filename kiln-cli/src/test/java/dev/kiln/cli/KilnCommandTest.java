@@ -1,5 +1,6 @@
 package dev.kiln.cli;
 
+import dev.kiln.support.Executables;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import picocli.CommandLine;
@@ -7,9 +8,6 @@ import picocli.CommandLine;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.util.Arrays;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -37,9 +35,7 @@ class KilnCommandTest {
     }
 
     private static void requireQemu() {
-        boolean found = Arrays.stream(System.getenv().getOrDefault("PATH", "").split(":"))
-                .anyMatch(d -> !d.isEmpty() && Files.isExecutable(Path.of(d, "qemu-system-x86_64")));
-        Assumptions.assumeTrue(found, "qemu-system-x86_64 not on PATH: install qemu-system-x86 to run this test");
+        Assumptions.assumeTrue(Executables.find("qemu-system-x86_64").isPresent(), "qemu-system-x86_64 not on PATH: install qemu-system-x86 to run this test");
     }
 
     @Test

@@ -1,6 +1,7 @@
 package dev.kiln.image;
 
 import dev.kiln.KilnException;
+import dev.kiln.support.Executables;
 
 import java.io.ByteArrayOutputStream;
 import java.io.File;
@@ -156,10 +157,6 @@ final class Apt {
     }
 
     static Path onPath(String tool) {
-        for (String dir : System.getenv().getOrDefault("PATH", "/usr/bin:/bin").split(":")) {
-            Path p = Path.of(dir.isEmpty() ? "." : dir, tool);
-            if (Files.isExecutable(p)) return p;
-        }
-        return null;
+        return Executables.find(tool).orElse(null);
     }
 }

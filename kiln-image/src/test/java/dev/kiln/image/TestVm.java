@@ -1,6 +1,7 @@
 package dev.kiln.image;
 
 import dev.kiln.GuestImage;
+import dev.kiln.support.HostCpu;
 
 import java.io.IOException;
 import java.io.InputStream;
@@ -36,7 +37,7 @@ final class TestVm implements AutoCloseable {
         List<String> cmd = new ArrayList<>(List.of("qemu-system-x86_64", "-M", "microvm,rtc=on,isa-serial=on", "-accel", "tcg",
                 "-m", "256", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio",
                 "-kernel", image.kernel().toString(), "-initrd", image.initrd().toString(),
-                "-append", ("console=ttyS0 tsc_early_khz=" + hostTscKhz() + " " + image.cmdline() + " " + extraCmdline).strip(),
+                "-append", ("console=ttyS0 tsc_early_khz=" + HostCpu.tscKhz() + " " + image.cmdline() + " " + extraCmdline).strip(),
                 "-device", "virtio-serial-device",
                 "-chardev", "socket,id=qga,path=" + qgaSocket + ",server=on,wait=off",
                 "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0"));
@@ -117,12 +118,6 @@ final class TestVm implements AutoCloseable {
             Thread.currentThread().interrupt();
         }
         Files.deleteIfExists(qgaSocket);
-    }
-
-    static long hostTscKhz() throws IOException {
-        for (String line : Files.readAllLines(Path.of("/proc/cpuinfo")))
-            if (line.startsWith("cpu MHz")) return Math.round(Double.parseDouble(line.substring(line.indexOf(':') + 1).strip()) * 1000);
-        throw new IllegalStateException("no 'cpu MHz' in /proc/cpuinfo");
     }
 
     static boolean qemuAvailable() {

@@ -19,6 +19,8 @@ import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
 import dev.kiln.os.UnixSocket;
 import dev.kiln.support.Deadline;
+import dev.kiln.support.Executables;
+import dev.kiln.support.HostCpu;
 import dev.kiln.support.VmmProcess;
 import dev.kiln.support.WorkDir;
 import org.slf4j.Logger;
@@ -165,16 +167,10 @@ public final class QemuMachine implements Machine {
 
     private void checkBinary() {
         String bin = config.binary;
-        if (bin.contains("/")) {
-            if (!Files.isExecutable(Path.of(bin))) throw new LaunchException("QEMU binary " + bin + " is missing or not executable", List.of(bin), null, null, null);
-            return;
-        }
-        String path = System.getenv().getOrDefault("PATH", "/usr/bin:/bin");
-        for (String dir : path.split(":")) {
-            if (!dir.isEmpty() && Files.isExecutable(Path.of(dir, bin))) return;
-        }
-        throw new LaunchException("QEMU binary '" + bin + "' not found on PATH (" + path
-                + "); install qemu-system-x86 or set KILN_QEMU", List.of(bin), null, null, null);
+        if (Executables.find(bin).isPresent()) return;
+        String where = bin.contains("/") ? "is missing or not executable" : "not found on PATH (" + Executables.path() + ")";
+        throw new LaunchException("QEMU binary '" + bin + "' " + where + "; install qemu-system-x86 or set KILN_QEMU",
+                List.of(bin), null, null, null);
     }
 
     private ServerSocketChannel listen(SocketAddress address) throws IOException {

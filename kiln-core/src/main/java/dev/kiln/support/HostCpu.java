@@ -1,17 +1,17 @@
-package dev.kiln.qemu;
+package dev.kiln.support;
 
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
 /** Facts about the host CPU that guest kernel arguments need. */
-final class HostCpu {
+public final class HostCpu {
     private static volatile long tscKhz = -1;
 
     private HostCpu() {}
 
     /** The TSC frequency in kHz from /proc/cpuinfo's "cpu MHz", or 0 when unknown. */
-    static long tscKhz() {
+    public static long tscKhz() {
         long v = tscKhz;
         if (v >= 0) return v;
         v = 0;
