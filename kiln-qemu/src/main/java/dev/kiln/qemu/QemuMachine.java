@@ -281,6 +281,12 @@ public final class QemuMachine implements Machine {
         }
         if (config.paused) cl.flag("-S");
         for (int i = 0; i < config.addFds.size(); i++) cl.option("-add-fd", config.addFds.get(i));
+        for (int i = 0; i < config.socketNics.size(); i++) {
+            String[] fdMac = config.socketNics.get(i).split(",", 2);
+            cl.option("-netdev", "socket,id=sock" + i + ",fd=" + fdMac[0]);
+            cl.option("-device", (isMicrovm() ? "virtio-net-device" : "virtio-net-pci") + ",netdev=sock" + i
+                    + (fdMac.length > 1 ? ",mac=" + fdMac[1] : ""));
+        }
         cl.raw(config.args);
         return cl.build();
     }
@@ -574,6 +580,7 @@ public final class QemuMachine implements Machine {
         private boolean fdPassing;
         private final List<String> addFds = new ArrayList<>();
         private final List<Fd> extraFds = new ArrayList<>();
+        private final List<String> socketNics = new ArrayList<>();
         private Duration launchTimeout = Duration.ofSeconds(30);
         private Duration shutdownTimeout = Duration.ofSeconds(30);
 
@@ -661,11 +668,31 @@ public final class QemuMachine implements Machine {
          * caller keeps and closes its own {@code fd}.
          */
         public Builder addFd(Fd fd, int fdset, String opaque, String opts) {
-            int childFd = VmmProcess.childFdOf(extraFds.size());
-            extraFds.add(fd);
+            int childFd = inheritFd(fd);
             String o = "fd=" + childFd + ",set=" + fdset + (opaque != null ? ",opaque=" + QemuCommandLine.escape(opaque) : "")
                     + (opts != null && !opts.isBlank() ? "," + opts : "");
             addFds.add(o);
+            return this;
+        }
+
+        /**
+         * Hands QEMU an open file at spawn and returns the number it has there, for options that take
+         * {@code fd=N} (e.g. {@code -netdev socket,fd=N}). The caller keeps and closes its own {@code fd}.
+         */
+        public int inheritFd(Fd fd) {
+            int childFd = VmmProcess.childFdOf(extraFds.size());
+            extraFds.add(fd);
+            return childFd;
+        }
+
+        /**
+         * A virtio NIC whose frames go over {@code fd}, a connected stream socket (QEMU's
+         * {@code -netdev socket,fd=N}: each frame preceded by its length, 4 bytes big-endian), e.g. one end of
+         * a cable or a port of a switch. {@code mac} like {@code 52:54:00:12:34:56}, or null for QEMU's.
+         */
+        public Builder nic(Fd fd, String mac) {
+            int childFd = inheritFd(fd);
+            socketNics.add(childFd + (mac != null ? "," + mac : ""));
             return this;
         }
 
