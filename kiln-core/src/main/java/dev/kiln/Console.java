@@ -14,6 +14,9 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.time.Duration;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
@@ -47,6 +50,7 @@ public final class Console implements AutoCloseable {
     private SocketChannel channel;
     private FileChannel tee;
     private Thread reader;
+    private final List<Watch> watches = new CopyOnWriteArrayList<>();
 
     public Console(String name) {
         this(name, DEFAULT_RETAINED_CHARS);
@@ -100,6 +104,7 @@ public final class Console implements AutoCloseable {
                 try {
                     totalBytes += n;
                     if (tee != null) tee.write(bytes.slice(bytes.limit() - n, n));
+                    long before = dropped + text.length();
                     while (true) {
                         chars.clear();
                         var r = decoder.decode(bytes, chars, false);
@@ -107,6 +112,7 @@ public final class Console implements AutoCloseable {
                         text.append(chars);
                         if (!r.isOverflow()) break;
                     }
+                    for (Watch w : watches) w.scan(before);
                     trim();
                     changed.signalAll();
                 } finally {
@@ -121,9 +127,10 @@ public final class Console implements AutoCloseable {
         }
     }
 
+    /** Trims in batches of an eighth of the limit: deleting from the front of the text copies all of it. */
     private void trim() {
         int over = text.length() - retainedChars;
-        if (over > 0) {
+        if (over > retainedChars / 8) {
             text.delete(0, over);
             dropped += over;
             if (cursor < dropped) cursor = dropped;
@@ -147,7 +154,7 @@ public final class Console implements AutoCloseable {
     public String transcript() {
         lock.lock();
         try {
-            return text.toString();
+            return text.substring(Math.max(0, text.length() - retainedChars));
         } finally {
             lock.unlock();
         }
@@ -220,6 +227,60 @@ public final class Console implements AutoCloseable {
             throw new KilnException("interrupted while waiting for console output", e);
         } finally {
             lock.unlock();
+        }
+    }
+
+    /**
+     * Watches the output from now on for a literal, e.g. {@code "Kernel panic - not syncing"}; the watch
+     * holds the first line it appeared in. Cheap: it searches only new output.
+     */
+    public Watch watch(String literal) {
+        Watch w = new Watch(literal);
+        lock.lock();
+        try {
+            w.searchedTo = dropped + text.length();
+            watches.add(w);
+        } finally {
+            lock.unlock();
+        }
+        return w;
+    }
+
+    /** A literal looked for in the output; see {@link #watch}. */
+    public final class Watch {
+        private final String literal;
+        private long searchedTo;          // absolute position; guarded by the console's lock
+        private volatile long foundAt = -1;
+
+        private Watch(String literal) {
+            this.literal = literal;
+        }
+
+        /** Called under the lock after new text was appended at absolute position {@code from}. */
+        private void scan(long from) {
+            if (foundAt >= 0) return;
+            int start = (int) Math.max(0, Math.min(searchedTo, from) - literal.length() + 1 - dropped);
+            int i = text.indexOf(literal, start);
+            if (i >= 0) foundAt = dropped + i;
+            searchedTo = dropped + text.length();
+        }
+
+        public boolean seen() { return foundAt >= 0; }
+
+        /** The line the literal first appeared in (as far as it has arrived), if it appeared. */
+        public Optional<String> line() {
+            long at = foundAt;
+            if (at < 0) return Optional.empty();
+            lock.lock();
+            try {
+                int i = (int) (at - dropped);
+                if (i < 0) return Optional.of(literal); // trimmed away since; the literal is what we know
+                int begin = text.lastIndexOf("\n", i) + 1;
+                int end = text.indexOf("\n", i);
+                return Optional.of(text.substring(begin, end < 0 ? text.length() : end).strip());
+            } finally {
+                lock.unlock();
+            }
         }
     }
 

@@ -1,7 +1,13 @@
 package dev.kiln;
 
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.List;
 import java.util.Objects;
 
 /**
@@ -29,11 +35,41 @@ public record GuestImage(Path kernel, Path initrd, String cmdline, String readyM
         return new GuestImage(kernel, initrd, (cmdline + " " + extra).strip(), readyMarker, description);
     }
 
-    /** Fails, before anything is spawned, when a file is missing or unreadable. */
+    /**
+     * Fails, before anything is spawned, when a file is missing or unreadable, or the initrd is not an
+     * archive the kernel can unpack (a cpio, plain or compressed): the kernel would only say so on the
+     * console and panic.
+     */
     public GuestImage validate() {
         check("kernel", kernel);
-        if (initrd != null) check("initrd", initrd);
+        if (initrd != null) {
+            check("initrd", initrd);
+            checkInitrdFormat(initrd);
+        }
         return this;
+    }
+
+    // cpio "newc"/"crc", gzip, bzip2, lzma, xz, lzo, lz4 (legacy), zstd: what Linux's initramfs unpacker accepts.
+    private static final List<byte[]> INITRD_MAGICS = List.of(
+            "070701".getBytes(StandardCharsets.US_ASCII), "070702".getBytes(StandardCharsets.US_ASCII),
+            new byte[] {0x1f, (byte) 0x8b}, "BZh".getBytes(StandardCharsets.US_ASCII), new byte[] {0x5d, 0x00, 0x00},
+            new byte[] {(byte) 0xfd, '7', 'z', 'X', 'Z', 0}, new byte[] {(byte) 0x89, 'L', 'Z', 'O'},
+            new byte[] {0x02, 0x21, 0x4c, 0x18}, new byte[] {0x28, (byte) 0xb5, 0x2f, (byte) 0xfd});
+
+    private static void checkInitrdFormat(Path initrd) {
+        byte[] head = new byte[6];
+        int n;
+        try (InputStream in = Files.newInputStream(initrd)) {
+            n = in.readNBytes(head, 0, head.length);
+        } catch (IOException e) {
+            throw new KilnException("cannot read initrd " + initrd.toAbsolutePath() + ": " + e.getMessage(), e);
+        }
+        for (byte[] magic : INITRD_MAGICS) {
+            if (n >= magic.length && Arrays.equals(head, 0, magic.length, magic, 0, magic.length)) return;
+        }
+        throw new KilnException("initrd " + initrd.toAbsolutePath() + " is not an initramfs: it is neither a cpio archive"
+                + " nor compressed with gzip, bzip2, lzma, xz, lzo, lz4 or zstd (it starts with "
+                + HexFormat.ofDelimiter(" ").formatHex(head, 0, n) + ")");
     }
 
     private static void check(String what, Path p) {

@@ -70,6 +70,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
     private static final Duration KILL_BUDGET = Duration.ofSeconds(5);
     private static final Duration REAP_WAIT = Duration.ofSeconds(2);
     private static final Duration SHUTDOWN_REPLY_WAIT = Duration.ofMillis(500);
+    private static final Duration STATUS_FLOOR = Duration.ofSeconds(2);
     // Each guest-exec-status poll costs guest CPU (the agent runs on the guest's vCPUs), so polling too
     // eagerly slows the very command being waited for. Tunable: kiln.qga.firstPollMicros, kiln.qga.maxPollMicros.
     private static final long FIRST_BACKOFF_NANOS = Long.getLong("kiln.qga.firstPollMicros", 200) * 1000;
@@ -98,6 +99,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
     private final Supplier<SocketChannel> connector;
     private final Supplier<String> consoleTail;
     private final String name;
+    private final Supplier<String> vmmState;
     private final ReentrantLock lock = new ReentrantLock();
 
     private volatile QgaChannel channel;   // written under lock
@@ -112,8 +114,18 @@ public final class QgaGuest implements Guest, AutoCloseable {
      * @param name        names the guest in messages and thread names
      */
     public QgaGuest(Supplier<SocketChannel> connector, Supplier<String> consoleTail, String name) {
+        this(connector, consoleTail, null, name);
+    }
+
+    /**
+     * @param vmmState says what became of the VMM (e.g. "QEMU exited: killed by signal 9"), or null while it
+     *                 runs; added to errors when the connection closes or the agent falls silent. May be null.
+     */
+    public QgaGuest(Supplier<SocketChannel> connector, Supplier<String> consoleTail, Supplier<String> vmmState,
+                    String name) {
         this.connector = Objects.requireNonNull(connector, "connector");
         this.consoleTail = consoleTail == null ? () -> "" : consoleTail;
+        this.vmmState = vmmState == null ? () -> null : vmmState;
         this.name = Objects.requireNonNull(name, "name");
     }
 
@@ -230,12 +242,10 @@ public final class QgaGuest implements Guest, AutoCloseable {
         ObjectNode args = JsonFramer.JSON.createObjectNode().put("pid", pid);
         long backoff = FIRST_BACKOFF_NANOS;
         while (true) {
-            JsonNode status;
-            try {
-                status = request("guest-exec-status", args, deadline, what);
-            } catch (GuestTimeoutException e) {
-                return null;
-            }
+            // A status poll is answered at once by a live agent; give it a floor so that a poll made just
+            // before the deadline does not pass for silence.
+            Deadline pollBy = deadline.remainingNanos() < STATUS_FLOOR.toNanos() ? Deadline.after(STATUS_FLOOR) : deadline;
+            JsonNode status = request("guest-exec-status", args, pollBy, what);
             if (status.path("exited").asBoolean()) return status;
             long left = deadline.remainingNanos();
             if (left == 0) return null;
@@ -653,14 +663,19 @@ public final class QgaGuest implements Guest, AutoCloseable {
 
     private GuestException closedException(Closed c, String doing) {
         String tail = consoleTail.get();
+        String vmm = vmmState.get();
         return new GuestException("the guest agent connection of " + name + " closed (" + c.reason() + ") " + doing
+                + (vmm == null ? "" : ": " + vmm)
                 + (tail == null || tail.isBlank() ? "" : "\n  console tail:\n    "
                         + Text.tail(tail, 2000).strip().replace("\n", "\n    ")), null, c.cause());
     }
 
+    /** No reply at all to a request: the agent went silent (exited, wedged) or the whole guest is stuck. */
     private GuestTimeoutException timeout(String command, String what, Deadline deadline) {
-        return new GuestTimeoutException("guest agent of " + name + " to answer " + command + what, deadline.total(),
-                consoleTail.get());
+        String vmm = vmmState.get();
+        return new GuestTimeoutException("guest agent of " + name + " to answer " + command + what
+                + "; it stopped answering (no reply at all): the agent may have exited or the guest may be hung"
+                + (vmm == null ? "" : "; " + vmm), deadline.total(), consoleTail.get());
     }
 
     private GuestException agentError(String command, String what, JsonNode error) {

@@ -2,7 +2,11 @@ package dev.kiln.support;
 
 import dev.kiln.KilnException;
 
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
 import java.io.IOException;
+import java.nio.file.DirectoryStream;
 import java.nio.file.FileVisitResult;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -10,19 +14,73 @@ import java.nio.file.Path;
 import java.nio.file.SimpleFileVisitor;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Instant;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 
-/** A machine's private directory (mode 0700) for its sockets, logs and FIFOs. */
+/**
+ * A machine's private directory (mode 0700) for its sockets, logs and FIFOs. Each holds an owner file naming
+ * the JVM that made it; the first {@link #create} in a base directory removes the dirs of owners that are
+ * gone, in case a lifeline watcher could not (it was killed too, or the host rebooted).
+ */
 public final class WorkDir {
+    private static final Logger LOG = LoggerFactory.getLogger(WorkDir.class);
+    static final String OWNER_FILE = ".kiln-owner";
+    private static final Set<Path> SWEPT = ConcurrentHashMap.newKeySet();
+
     private WorkDir() {}
 
     public static Path create(Path base, String prefix) {
         try {
             Files.createDirectories(base);
-            return Files.createTempDirectory(base, prefix,
+            if (SWEPT.add(base.toAbsolutePath().normalize())) sweep(base);
+            Path dir = Files.createTempDirectory(base, prefix,
                     PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            Files.writeString(dir.resolve(OWNER_FILE), owner(ProcessHandle.current()));
+            return dir;
         } catch (IOException e) {
             throw new KilnException("cannot create a work directory under " + base + ": " + e.getMessage(), e);
         }
+    }
+
+    /** "pid start-millis": a pid alone could be reused by another process since. */
+    private static String owner(ProcessHandle p) {
+        return p.pid() + " " + p.info().startInstant().map(Instant::toEpochMilli).orElse(0L);
+    }
+
+    /** Removes Kiln work dirs under {@code base} whose owning JVM no longer runs; returns how many. */
+    public static int sweep(Path base) {
+        int removed = 0;
+        try (DirectoryStream<Path> dirs = Files.newDirectoryStream(base, "kiln-*")) {
+            for (Path dir : dirs) {
+                Path ownerFile = dir.resolve(OWNER_FILE);
+                String owner;
+                try {
+                    owner = Files.readString(ownerFile).strip();
+                } catch (IOException e) {
+                    continue; // not ours, or being created right now
+                }
+                String[] f = owner.split(" ");
+                boolean alive;
+                try {
+                    alive = ProcessHandle.of(Long.parseLong(f[0])).map(p -> owner(p).equals(owner)).orElse(false);
+                } catch (RuntimeException e) {
+                    continue; // an owner file we cannot read: leave the dir alone
+                }
+                if (!alive) {
+                    try {
+                        delete(dir);
+                        removed++;
+                        LOG.info("removed {}, left behind by a JVM that is gone (pid {})", dir, f[0]);
+                    } catch (KilnException e) {
+                        LOG.warn("cannot remove stale work dir {}: {}", dir, e.getMessage());
+                    }
+                }
+            }
+        } catch (IOException e) {
+            LOG.warn("cannot look for stale work dirs in {}: {}", base, e.getMessage());
+        }
+        return removed;
     }
 
     /** Removes a tree; files that vanish meanwhile (another cleaner) are fine. */

@@ -346,22 +346,50 @@ class QgaGuestTest {
     /** A fake peer: qemu-ga never sends garbage, so one that does stands in for a broken channel. */
     @Test
     void garbageFromAFakePeerFailsTheRequestThenResyncRecovers() throws Exception {
-        Path sock = tmp.resolve("fake.sock");
+        int[] pings = {0};
+        withFakePeer(msg -> switch (msg.path("execute").asText()) {
+            case "guest-sync-delimited" -> "\u00ff{\"return\": " + msg.path("arguments").path("id") + "}";
+            case "guest-ping" -> pings[0]++ == 0 ? "not JSON at all " + "x".repeat(100_000) : "{\"return\": {}}";
+            default -> "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"no\"}}";
+        }, fake -> {
+            fake.awaitReady(READY);
+            assertThatThrownBy(fake::ping).isInstanceOf(GuestException.class)
+                    .hasMessageContaining("garbage").hasMessageContaining("guest-ping");
+            fake.ping(); // resynchronised past the garbage
+        });
+    }
+
+    /** A sync reply with another id is an answer to an older sync (or a broken peer): never taken for this one. */
+    @Test
+    void syncRepliesWithTheWrongIdAreNotTakenForReadiness() throws Exception {
+        int[] syncs = {0};
+        withFakePeer(msg -> switch (msg.path("execute").asText()) {
+            case "guest-sync-delimited" -> "\u00ff{\"return\": " + (syncs[0]++ < 3
+                    ? msg.path("arguments").path("id").asLong() + 1 : msg.path("arguments").path("id").asLong()) + "}";
+            default -> "{\"return\": {}}";
+        }, fake -> {
+            fake.awaitReady(READY);
+            assertThat(syncs[0]).as("syncs sent until one came back with its own id").isEqualTo(4);
+            fake.ping();
+        });
+        withFakePeer(msg -> "\u00ff{\"return\": " + (msg.path("arguments").path("id").asLong() ^ 1) + "}",
+                fake -> assertThatThrownBy(() -> fake.awaitReady(Duration.ofSeconds(2)))
+                        .isInstanceOf(GuestTimeoutException.class)
+                        .hasMessageContaining("guest agent to answer guest-sync"));
+    }
+
+    /** Runs {@code test} against a peer that answers each JSON request with {@code reply}'s raw text. */
+    private void withFakePeer(java.util.function.Function<JsonNode, String> reply,
+                              java.util.function.Consumer<QgaGuest> test) throws Exception {
+        Path sock = Files.createTempDirectory(tmp, "fake").resolve("fake.sock");
         try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
              var peer = Executors.newVirtualThreadPerTaskExecutor()) {
             server.bind(UnixDomainSocketAddress.of(sock));
             peer.submit(() -> {
                 try (SocketChannel ch = server.accept()) {
-                    int[] pings = {0};
                     JsonFramer in = new JsonFramer(msg -> {
-                        String reply = switch (msg.path("execute").asText()) {
-                            case "guest-sync-delimited" -> "\u00ff{\"return\": " + msg.path("arguments").path("id") + "}";
-                            case "guest-ping" -> pings[0]++ == 0 ? "not JSON at all " + "x".repeat(100_000)
-                                    : "{\"return\": {}}";
-                            default -> "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"no\"}}";
-                        };
                         try {
-                            ch.write(ByteBuffer.wrap(reply.getBytes(StandardCharsets.ISO_8859_1)));
+                            ch.write(ByteBuffer.wrap(reply.apply(msg).getBytes(StandardCharsets.ISO_8859_1)));
                         } catch (IOException e) {
                             throw new UncheckedIOException(e);
                         }
@@ -376,10 +404,7 @@ class QgaGuestTest {
                 return null;
             });
             try (QgaGuest fake = new QgaGuest(() -> open(sock), () -> "", "fake-peer")) { // closed before the peer
-                fake.awaitReady(READY);
-                assertThatThrownBy(fake::ping).isInstanceOf(GuestException.class)
-                        .hasMessageContaining("garbage").hasMessageContaining("guest-ping");
-                fake.ping(); // resynchronised past the garbage
+                test.accept(fake);
             }
         }
     }

@@ -2,6 +2,10 @@
 # Kiln guest init, PID 1 of the default image. It must never exit (that panics the kernel), and it avoids
 # forks where a builtin does: one fork+exec costs ~5 ms under TCG.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux PS1='\w # '
+# Milliseconds since boot, from builtins only (the "1" prefix keeps "08" from parsing as octal).
+now() { read -r up _ < /proc/uptime; ms=$(( ${up%.*} * 1000 + 1${up#*.} * 10 - 1000 )); }
+# Bounded wait step of ~2 ms without a fork: a read that times out on a FIFO nobody writes.
+tick() { read -t 0.002 _ <> /etc/kiln/tick; }
 mount -a                                  # /etc/fstab: proc, sysfs, devtmpfs, /run, /tmp in one process
 echo kiln > /proc/sys/kernel/hostname
 
@@ -15,21 +19,32 @@ modaliases /sys/bus/virtio/devices/*/modalias
 set -f; [ -n "$aliases" ] && modprobe -qa $aliases; set +f
 ip link set lo up
 
-# Milliseconds since boot, from builtins only (the "1" prefix keeps "08" from parsing as octal).
-now() { read -r up _ < /proc/uptime; ms=$(( ${up%.*} * 1000 + 1${up#*.} * 10 - 1000 )); }
-# Bounded wait step of ~2 ms without a fork: a read that times out on a FIFO nobody writes.
-tick() { read -t 0.002 _ <> /etc/kiln/tick; }
+# With console=hvc0 and no serial port the kernel had no console to give init: take the virtio console
+# once its driver (loaded just above) has made it.
+if ! [ -e /proc/self/fd/1 ]; then
+    now; end=$((ms + 5000))
+    until [ -c /dev/hvc0 ]; do now; [ "$ms" -lt "$end" ] || break; tick; done
+    [ -c /dev/hvc0 ] && exec </dev/hvc0 >/dev/hvc0 2>&1
+fi
 
-agent=virtio-serial port=1024
+agent=virtio-serial port=1024 addr=
 read -r cmdline < /proc/cmdline
 set -f
 for a in $cmdline; do
     case $a in
         kiln.agent=*) agent=${a#*=} ;;
         kiln.agent_port=*) port=${a#*=} ;;
+        kiln.ip=*) addr=${a#*=} ;;
     esac
 done
 set +f
+
+# kiln.ip=ADDRESS/PREFIX[,GATEWAY]: a static address on eth0 (user-mode networking, a cable, a switch).
+if [ -n "$addr" ]; then
+    gw=; case $addr in *,*) gw=${addr#*,}; addr=${addr%%,*} ;; esac
+    { ip addr add "$addr" dev eth0 && ip link set eth0 up && { [ -z "$gw" ] || ip route add default via "$gw"; }; } ||
+        echo "kiln-init: cannot give eth0 the address $addr${gw:+ via $gw}"
+fi
 
 bound() { for d in /sys/bus/virtio/drivers/$1/virtio*; do [ -e "$d" ] && return 0; done; return 1; }
 # virtio-serial ports and their names arrive asynchronously after virtio_console binds its device.

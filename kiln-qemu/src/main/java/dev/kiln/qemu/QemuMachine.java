@@ -6,12 +6,15 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.AbnormalShutdownException;
 import dev.kiln.Console;
 import dev.kiln.Event;
+import dev.kiln.ExecRequest;
+import dev.kiln.ExecResult;
 import dev.kiln.Guest;
 import dev.kiln.GuestImage;
 import dev.kiln.GuestTimeoutException;
 import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
 import dev.kiln.Machine;
+import dev.kiln.MachineCancelledException;
 import dev.kiln.MachineState;
 import dev.kiln.agent.QgaGuest;
 import dev.kiln.os.ExitStatus;
@@ -39,10 +42,18 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
+import java.util.Optional;
 import java.util.OptionalInt;
 import java.util.OptionalLong;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.concurrent.CompletionStage;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -61,11 +72,17 @@ public final class QemuMachine implements Machine {
     private static final Logger LOG = LoggerFactory.getLogger(QemuMachine.class);
     private static final AtomicInteger COUNTER = new AtomicInteger();
     public static final String AGENT_PORT_NAME = "org.qemu.guest_agent.0";
+    /** What Linux prints when it panics. */
+    static final String KERNEL_PANIC = "Kernel panic - not syncing";
+    /** The user-mode network: its netdev id, range, the guest's address, the gateway and the guest's MAC. */
+    public static final String USER_NETDEV = "usernet0", USER_NET = "10.42.0.0/24", USER_GUEST_IP = "10.42.0.10",
+            USER_GATEWAY = "10.42.0.2", USER_MAC = "02:72:82:bf:c3:56";
 
     private final Builder config;
     private final String id;
     private final Accelerator.Choice accel;
     private final Console console;
+    private final Console.Watch panicWatch;
     private volatile MachineState state = MachineState.NEW;
     private Path workDir;
     private Path logFile;
@@ -80,6 +97,10 @@ public final class QemuMachine implements Machine {
     private volatile ExitStatus exitStatus;
     private volatile String finalLog;
     private final AtomicBoolean cleanedUp = new AtomicBoolean();
+    private final CompletableFuture<Void> cleaned = new CompletableFuture<>();
+    private volatile String cancelled;
+    private volatile Map<Integer, Integer> hostPorts = Map.of();
+    private final Map<String, SocketChannel> channels = new ConcurrentHashMap<>();
     private final List<ServerSocketChannel> listeners = new ArrayList<>();
     private final Timings timings = new Timings();
 
@@ -88,6 +109,7 @@ public final class QemuMachine implements Machine {
         this.id = b.name != null ? b.name : "qemu-" + ProcessHandle.current().pid() + "-" + COUNTER.incrementAndGet();
         this.accel = b.accelerator.resolve();
         this.console = new Console(id);
+        this.panicWatch = console.watch(KERNEL_PANIC);
     }
 
     public static Builder builder() {
@@ -135,6 +157,8 @@ public final class QemuMachine implements Machine {
             if (config.console) consoleListener = listen(UnixDomainSocketAddress.of(
                     consolePath = sockDir.resolve(id + "-console.sock")));
             if (config.agent) agentPath = sockDir.resolve(id + "-qga.sock");
+            List<ServerSocketChannel> channelListeners = new ArrayList<>();
+            for (int i = 0; i < config.channels.size(); i++) channelListeners.add(listen(UnixDomainSocketAddress.of(channelPath(i))));
             if (config.fdPassing && config.qmp) fdMonitorPath = sockDir.resolve(id + "-fdmon.sock");
             commandLine = buildCommandLine(qmpListener);
             LOG.debug("{}: launching {}", id, String.join(" ", commandLine));
@@ -151,18 +175,117 @@ public final class QemuMachine implements Machine {
                 console.attach(accept(consoleListener, exit, deadline, "the console connection"));
                 if (config.consoleLog != null) console.teeTo(config.consoleLog);
             }
+            for (int i = 0; i < channelListeners.size(); i++) {
+                channels.put(config.channels.get(i), accept(channelListeners.get(i), exit, deadline,
+                        "channel " + config.channels.get(i)));
+            }
             closeListeners();
+            if (!config.forwards.isEmpty()) readForwards();
             if (config.agent) {
-                guest = new QgaGuest(this::connectAgent, () -> console.tail(2000), id);
+                guest = new QgaGuest(this::connectAgent, () -> console.tail(2000), this::vmmState, id);
             }
             state = config.paused ? MachineState.PAUSED : MachineState.RUNNING;
             exit.thenRun(this::onProcessExit); // after the state change, so an early death is cleaned up too
+            armCancellation();
             timings.startedNanos = System.nanoTime() - t0;
             return this;
         } catch (RuntimeException | IOException e) {
-            failLaunch(e);
+            failLaunch(e, cancelled != null);
             throw new AssertionError("unreachable");
         }
+    }
+
+    // ---- cancellation ----------------------------------------------------------------------------
+
+    private void armCancellation() {
+        if (config.cancelToken != null) {
+            config.cancelToken.whenComplete((v, e) -> cancel("its cancel token completed"
+                    + (e != null ? " exceptionally (" + e + ")" : "")));
+        }
+        if (config.timeLimit != null) {
+            Thread.ofVirtual().name("kiln-time-limit-" + id).start(() -> {
+                try {
+                    if (process.process().waitFor(config.timeLimit).isEmpty()) {
+                        cancel("its time limit of " + config.timeLimit + " passed");
+                    }
+                } catch (RuntimeException ignored) {
+                    // the process is gone: nothing to limit
+                }
+            });
+        }
+    }
+
+    /**
+     * Cancels the machine: QEMU is killed and everything cleaned up; operations under way and later ones fail
+     * with {@link MachineCancelledException}. Idempotent; does nothing once the machine has stopped.
+     */
+    public void cancel(String reason) {
+        if (process == null || cleanedUp.get() || cancelled != null) return;
+        cancelled = reason;
+        LOG.info("{}: cancelled: {}", id, reason);
+        kill();
+    }
+
+    /** Why the machine was cancelled, if it was. */
+    public Optional<String> cancellation() {
+        return Optional.ofNullable(cancelled);
+    }
+
+    /** Rethrows a failure caused by cancellation as {@link MachineCancelledException}. */
+    private RuntimeException translate(RuntimeException e) {
+        if (cancelled == null || e instanceof MachineCancelledException) return e;
+        return new MachineCancelledException("machine " + id + " was cancelled (" + cancelled + ")", e);
+    }
+
+    // ---- user-mode networking --------------------------------------------------------------------
+
+    /** Reads the forwards QEMU has bound from {@code info usernet} (ports chosen by the kernel included). */
+    private void readForwards() {
+        String info = command("human-monitor-command", "command-line", "info usernet").asText();
+        Map<Integer, Integer> found = new TreeMap<>();
+        // e.g. "  TCP[HOST_FORWARD]  13       127.0.0.1 40423      10.42.0.10    80     0     0"
+        Matcher m = Pattern.compile("TCP\\[HOST_FORWARD\\]\\s+\\d+\\s+\\S+\\s+(\\d+)\\s+\\S+\\s+(\\d+)").matcher(info);
+        while (m.find()) found.put(Integer.parseInt(m.group(2)), Integer.parseInt(m.group(1)));
+        hostPorts = Map.copyOf(found);
+        LOG.debug("{}: forwards guest→host {}", id, hostPorts);
+    }
+
+    /** The host port (on 127.0.0.1) that forwards to {@code guestPort}. */
+    public int hostPort(int guestPort) {
+        Integer p = hostPorts.get(guestPort);
+        if (p == null) {
+            throw new KilnException("machine " + id + " forwards no host port to guest port " + guestPort
+                    + " (forwards, guest→host: " + hostPorts + "); add one with Builder.forward or addForward");
+        }
+        return p;
+    }
+
+    /** All forwards, guest port → host port. */
+    public Map<Integer, Integer> hostPorts() {
+        return hostPorts;
+    }
+
+    /**
+     * Forwards another guest TCP port while the machine runs ({@code hostfwd_add}); 0 as {@code hostPort}
+     * lets the kernel pick a free one. Returns the host port.
+     */
+    public synchronized int addForward(int guestPort, int hostPort) {
+        requireRunning();
+        if (!config.userNetwork) throw new KilnException("machine " + id + " has no user-mode network: build it with userNetwork(true) or forward(...)");
+        String out = command("human-monitor-command", "command-line",
+                "hostfwd_add " + USER_NETDEV + " " + new Forward(guestPort, hostPort).hostfwd()).asText();
+        if (!out.isBlank()) throw new KilnException("QEMU refused to forward guest port " + guestPort + ": " + out.strip());
+        readForwards();
+        return hostPort(guestPort);
+    }
+
+    // ---- channels --------------------------------------------------------------------------------
+
+    /** The host end of a channel declared with {@link Builder#channel(String)}: bytes to and from the guest's port. */
+    public SocketChannel channel(String name) {
+        SocketChannel ch = channels.get(name);
+        if (ch == null) throw new KilnException("machine " + id + " has no channel '" + name + "' (channels: " + channels.keySet() + ")");
+        return ch;
     }
 
     private void checkBinary() {
@@ -190,7 +313,9 @@ public final class QemuMachine implements Machine {
             }
         }
         listeners.clear();
-        for (Path p : new Path[] {qmpPath, consolePath}) {
+        List<Path> sockets = new ArrayList<>(Arrays.asList(qmpPath, consolePath));
+        for (int i = 0; i < config.channels.size() && workDir != null; i++) sockets.add(channelPath(i));
+        for (Path p : sockets) {
             try {
                 if (p != null) Files.deleteIfExists(p);
             } catch (IOException ignored) {
@@ -227,7 +352,7 @@ public final class QemuMachine implements Machine {
         }
     }
 
-    private void failLaunch(Exception cause) {
+    private void failLaunch(Exception cause, boolean byCancellation) {
         Integer code = null;
         if (process != null) {
             // Give a dying QEMU a moment so its exit code and last words are in the report.
@@ -238,6 +363,7 @@ public final class QemuMachine implements Machine {
         cleanup();
         state = MachineState.FAILED;
         String reason = cause.getMessage();
+        if (byCancellation) throw new MachineCancelledException("machine " + id + " was cancelled while starting (" + cancelled + ")", cause);
         throw new LaunchException("QEMU launch failed: " + reason, commandLine, code, finalLog, cause);
     }
 
@@ -246,14 +372,14 @@ public final class QemuMachine implements Machine {
         cl.option("-display", "none").option("-vga", "none");
         if (config.defaults) cl.flag("-nodefaults").flag("-no-user-config");
         if (qmpListener != null) {
-            String mon = config.monitorTcp != null
-                    ? "socket,id=mon,host=" + config.monitorTcp.getHostString() + ",port=" + config.monitorTcp.getPort()
-                    : "socket,id=mon,path=" + QemuCommandLine.escape(qmpPath.toString());
-            cl.option("-chardev", mon).option("-mon", "chardev=mon,mode=control");
+            QemuOption mon = QemuOption.of("socket").set("id", "mon");
+            if (config.monitorTcp != null) mon.set("host", config.monitorTcp.getHostString()).set("port", config.monitorTcp.getPort());
+            else mon.set("path", qmpPath);
+            cl.option("-chardev", mon.toString()).option("-mon", "chardev=mon,mode=control");
         }
         if (fdMonitorPath != null) {
-            cl.option("-chardev", "socket,id=fdmon,server=on,wait=off,path=" + QemuCommandLine.escape(fdMonitorPath.toString()))
-                    .option("-mon", "chardev=fdmon,mode=control");
+            cl.option("-chardev", QemuOption.of("socket").set("id", "fdmon").set("server", "on").set("wait", "off")
+                    .set("path", fdMonitorPath).toString()).option("-mon", "chardev=fdmon,mode=control");
         }
         if (config.monitorNull) cl.option("-monitor", "null");
         String machine = machineType();
@@ -262,16 +388,28 @@ public final class QemuMachine implements Machine {
         if (accel.accelerator() == Accelerator.KVM) cl.option("-cpu", "host");
         if (config.memoryMib > 0) cl.option("-m", Integer.toString(config.memoryMib));
         if (config.cpus > 0) cl.option("-smp", Integer.toString(config.cpus));
+        String mmioOrPci = isMicrovm() ? "device" : "pci";
+        if (config.rng) cl.option("-device", QemuOption.of("virtio-rng-" + mmioOrPci).set("max-bytes", 1024).set("period", 1000).toString());
         for (int i = 0; i < config.consoleIndex; i++) cl.option("-serial", "null");
+        boolean virtioConsole = config.console && config.consoleDeviceType != null
+                && (config.consoleDeviceType.startsWith("virtconsole") || config.consoleDeviceType.startsWith("virtserialport"));
+        if (config.agent || virtioConsole || !config.channels.isEmpty()) {
+            cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("max_ports", 16).toString());
+        }
         if (config.console) {
-            cl.option("-chardev", "socket,id=console,path=" + QemuCommandLine.escape(consolePath.toString()));
+            cl.option("-chardev", QemuOption.of("socket").set("id", "console").set("path", consolePath).toString());
             if (config.consoleDeviceType == null) cl.option("-serial", "chardev:console");
             else cl.option("-device", config.consoleDeviceType + ",chardev=console");
         }
         if (config.agent) {
-            cl.option("-device", isMicrovm() ? "virtio-serial-device" : "virtio-serial-pci");
-            cl.option("-chardev", "socket,id=qga,server=on,wait=off,path=" + QemuCommandLine.escape(agentPath.toString()));
-            cl.option("-device", "virtserialport,chardev=qga,name=" + AGENT_PORT_NAME);
+            cl.option("-chardev", QemuOption.of("socket").set("id", "qga").set("server", "on").set("wait", "off")
+                    .set("path", agentPath).toString());
+            cl.option("-device", QemuOption.of("virtserialport").set("chardev", "qga").set("name", AGENT_PORT_NAME).toString());
+        }
+        for (int i = 0; i < config.channels.size(); i++) {
+            cl.option("-chardev", QemuOption.of("socket").set("id", "chan" + i).set("path", channelPath(i)).toString());
+            cl.option("-device", QemuOption.of("virtserialport").set("chardev", "chan" + i)
+                    .set("name", config.channels.get(i)).toString());
         }
         if (config.image != null) {
             cl.option("-kernel", config.image.kernel().toString());
@@ -280,15 +418,25 @@ public final class QemuMachine implements Machine {
             cl.flag("-no-reboot");
         }
         if (config.paused) cl.flag("-S");
-        for (int i = 0; i < config.addFds.size(); i++) cl.option("-add-fd", config.addFds.get(i));
+        for (QemuOption o : config.addFds) cl.option("-add-fd", o.toString());
+        String nic = "virtio-net-" + mmioOrPci;
+        if (config.userNetwork) {
+            QemuOption net = QemuOption.of("user").set("id", USER_NETDEV).set("net", USER_NET).set("dhcpstart", USER_GUEST_IP);
+            for (Forward f : config.forwards) net.set("hostfwd", f.hostfwd());
+            cl.option("-netdev", net.toString());
+            cl.option("-device", QemuOption.of(nic).set("netdev", USER_NETDEV).set("mac", USER_MAC).toString());
+        }
         for (int i = 0; i < config.socketNics.size(); i++) {
-            String[] fdMac = config.socketNics.get(i).split(",", 2);
-            cl.option("-netdev", "socket,id=sock" + i + ",fd=" + fdMac[0]);
-            cl.option("-device", (isMicrovm() ? "virtio-net-device" : "virtio-net-pci") + ",netdev=sock" + i
-                    + (fdMac.length > 1 ? ",mac=" + fdMac[1] : ""));
+            SocketNic n = config.socketNics.get(i);
+            cl.option("-netdev", QemuOption.of("socket").set("id", "sock" + i).set("fd", n.childFd()).toString());
+            cl.option("-device", QemuOption.of(nic).set("netdev", "sock" + i).setIfPresent("mac", n.mac()).toString());
         }
         cl.raw(config.args);
         return cl.build();
+    }
+
+    private Path channelPath(int i) {
+        return (config.sockDir != null ? config.sockDir : workDir).resolve(id + "-chan" + i + ".sock");
     }
 
     private String machineType() {
@@ -305,15 +453,49 @@ public final class QemuMachine implements Machine {
     String kernelCmdline() {
         List<String> parts = new ArrayList<>();
         if (config.console && config.consoleDeviceType == null) parts.add("console=ttyS" + config.consoleIndex);
+        if (config.console && config.consoleDeviceType != null && config.consoleDeviceType.startsWith("virtconsole")) {
+            parts.add("console=hvc0");
+        }
+        if (config.userNetwork) parts.add("kiln.ip=" + USER_GUEST_IP + "/24," + USER_GATEWAY);
         if (isMicrovm() && accel.accelerator() == Accelerator.TCG) {
             // microvm has no HPET/PM timer: under TCG the kernel's PIT calibration of the TSC fails about
             // one boot in ten and the boot hangs. Telling it the TSC frequency avoids the calibration.
             long khz = HostCpu.tscKhz();
             if (khz > 0) parts.add("tsc_early_khz=" + khz);
         }
+        // microvm has no reset device the kernel knows; a triple fault resets it, and -no-reboot turns that
+        // reset (a reboot, or a panic with panic=-1) into QEMU exiting instead of a guest stuck in its reboot loop.
+        if (isMicrovm()) parts.add("reboot=t");
         if (!config.image.cmdline().isBlank()) parts.add(config.image.cmdline());
         if (config.append != null && !config.append.isBlank()) parts.add(config.append);
         return String.join(" ", parts);
+    }
+
+    /**
+     * What became of QEMU and the guest kernel, for error messages; null while all is well. QEMU may be
+     * dying as this is asked (its sockets close first), so its exit is given a moment to be seen.
+     */
+    private String vmmState() {
+        List<String> parts = new ArrayList<>();
+        guestPanic().ifPresent(line -> parts.add("the guest kernel panicked (" + line + ")"));
+        if (process != null) {
+            process.process().waitFor(Duration.ofMillis(200)).ifPresent(st -> parts.add("QEMU " + id + " " + st
+                    + (process.killedByUs() ? " (by Kiln)" : "")));
+        }
+        return parts.isEmpty() ? null : String.join("; ", parts);
+    }
+
+    /**
+     * The panic line, when the guest kernel panicked: seen on the console, or reported by QEMU's
+     * {@code GUEST_PANICKED} event (with a pvpanic device).
+     */
+    public Optional<String> guestPanic() {
+        Optional<String> line = panicWatch.line();
+        if (line.isPresent()) return line;
+        if (qmp != null && qmp.peekEvents().stream().anyMatch(e -> e.name().equals("GUEST_PANICKED"))) {
+            return Optional.of("GUEST_PANICKED event");
+        }
+        return Optional.empty();
     }
 
     private SocketChannel connectAgent() {
@@ -360,7 +542,26 @@ public final class QemuMachine implements Machine {
         state = MachineState.RUNNING;
     }
 
+    /**
+     * Resets the machine as the reset button would ({@code system_reset}) and waits for QEMU's {@code RESET}
+     * event; the guest boots again. Kiln boots kernels with {@code -no-reboot} (a guest reboot ends QEMU), so
+     * the reboot action is switched to "reset" around the request.
+     */
+    public void reset() {
+        requireRunning();
+        try {
+            command("set-action", "reboot", "reset");
+            command("system_reset");
+            qmp().awaitEvent("RESET", null, Duration.ofSeconds(10));
+        } catch (RuntimeException e) {
+            throw translate(e);
+        } finally {
+            if (config.image != null && qmp().state() == Qmp.State.RUNNING) command("set-action", "reboot", "shutdown");
+        }
+    }
+
     private void requireRunning() {
+        if (cancelled != null) throw new MachineCancelledException("machine " + id + " was cancelled (" + cancelled + ")", null);
         if (state != MachineState.RUNNING && state != MachineState.PAUSED) {
             throw new KilnException("machine " + id + " is " + state + ", not running");
         }
@@ -399,7 +600,20 @@ public final class QemuMachine implements Machine {
     public int awaitExit(Duration timeout) {
         if (process == null) throw new KilnException("machine " + id + " was never started");
         if (launched()) stop(timeout, true, "machine " + id + " did not exit by itself");
+        awaitCleanup();
         return exitStatus.shellCode();
+    }
+
+    /** Waits for a cleanup another thread (the reaper, after QEMU exited by itself) is running. */
+    private void awaitCleanup() {
+        try {
+            cleaned.get(90, TimeUnit.SECONDS);
+        } catch (TimeoutException e) {
+            throw new KilnException("cleanup of machine " + id + " did not finish within 90 s");
+        } catch (ExecutionException | InterruptedException e) {
+            if (e instanceof InterruptedException) Thread.currentThread().interrupt();
+            throw new KilnException("waiting for the cleanup of machine " + id + " failed: " + e, e);
+        }
     }
 
     private boolean launched() {
@@ -445,7 +659,22 @@ public final class QemuMachine implements Machine {
     /** Runs once: closes connections, keeps the log, removes the work dir, reports a surprising death. */
     private void cleanup() {
         if (!cleanedUp.compareAndSet(false, true)) return;
+        try {
+            releaseEverything();
+        } finally {
+            cleaned.complete(null);
+        }
+    }
+
+    private void releaseEverything() {
         closeListeners();
+        for (SocketChannel ch : channels.values()) {
+            try {
+                ch.close();
+            } catch (IOException ignored) {
+                // closing
+            }
+        }
         if (guest != null) guest.close();
         if (qmp != null) qmp.close();
         if (process != null) {
@@ -456,6 +685,7 @@ public final class QemuMachine implements Machine {
         finalLog = readLog();
         if (process != null) process.releaseLifeline();
         WorkDir.delete(workDir);
+        guestPanic().ifPresent(line -> LOG.warn("the guest kernel of {} panicked: {}", id, line));
         if (exitStatus != null && !exitStatus.exited() && !(exitStatus.signal() == Posix.SIGKILL && process.killedByUs())) {
             LOG.warn("QEMU {} received signal {}; command: {}", id, exitStatus.signal(), String.join(" ", commandLine));
         }
@@ -493,13 +723,33 @@ public final class QemuMachine implements Machine {
 
     @Override
     public Guest guest() {
-        if (guest == null) throw new KilnException("machine " + id + " has no guest agent channel (agent(false), or not started)");
-        return guest;
+        QgaGuest g = agent();
+        return new Guest() {
+            @Override public Guest awaitReady(Duration timeout) {
+                call(() -> g.awaitReady(timeout));
+                return this;
+            }
+            @Override public ExecResult exec(ExecRequest request) { return call(() -> g.exec(request)); }
+            @Override public void copyIn(Path hostFile, String guestPath) { call(() -> { g.copyIn(hostFile, guestPath); return null; }); }
+            @Override public void copyOut(String guestPath, Path hostFile) { call(() -> { g.copyOut(guestPath, hostFile); return null; }); }
+            @Override public void shutdown() { call(() -> { g.shutdown(); return null; }); }
+            @Override public String toString() { return g.toString(); }
+        };
+    }
+
+    /** Runs a guest call; a failure that a cancellation caused says so. */
+    private <T> T call(java.util.function.Supplier<T> action) {
+        try {
+            return action.get();
+        } catch (RuntimeException e) {
+            throw translate(e);
+        }
     }
 
     /** The agent client, with QGA's raw commands. */
     public QgaGuest agent() {
-        return (QgaGuest) guest();
+        if (guest == null) throw new KilnException("machine " + id + " has no guest agent channel (agent(false), or not started)");
+        return guest;
     }
 
     @Override
@@ -538,7 +788,10 @@ public final class QemuMachine implements Machine {
 
     @Override
     public void close() {
-        if (!launched()) return;
+        if (!launched()) {
+            if (process != null) awaitCleanup(); // QEMU exited by itself and the reaper is still at it
+            return;
+        }
         try {
             shutdown(config.shutdownTimeout);
         } catch (AbnormalShutdownException e) {
@@ -552,6 +805,16 @@ public final class QemuMachine implements Machine {
     }
 
     // ---- configuration ---------------------------------------------------------------------------
+
+    /** A NIC on a socket handed to QEMU at spawn. */
+    private record SocketNic(int childFd, String mac) {}
+
+    /** A guest TCP port forwarded from 127.0.0.1:hostPort (0: chosen when QEMU binds it). */
+    private record Forward(int guestPort, int hostPort) {
+        String hostfwd() {
+            return "tcp:127.0.0.1:" + hostPort + "-:" + guestPort;
+        }
+    }
 
     /** Settings for a {@link QemuMachine}; every one has a sane default. */
     public static final class Builder {
@@ -578,9 +841,15 @@ public final class QemuMachine implements Machine {
         private boolean paused;
         private boolean defaults = true;
         private boolean fdPassing;
-        private final List<String> addFds = new ArrayList<>();
+        private final List<QemuOption> addFds = new ArrayList<>();
         private final List<Fd> extraFds = new ArrayList<>();
-        private final List<String> socketNics = new ArrayList<>();
+        private final List<SocketNic> socketNics = new ArrayList<>();
+        private boolean userNetwork;
+        private final List<Forward> forwards = new ArrayList<>();
+        private final List<String> channels = new ArrayList<>();
+        private boolean rng;
+        private CompletionStage<?> cancelToken;
+        private Duration timeLimit;
         private Duration launchTimeout = Duration.ofSeconds(30);
         private Duration shutdownTimeout = Duration.ofSeconds(30);
 
@@ -668,9 +937,11 @@ public final class QemuMachine implements Machine {
          * caller keeps and closes its own {@code fd}.
          */
         public Builder addFd(Fd fd, int fdset, String opaque, String opts) {
-            int childFd = inheritFd(fd);
-            String o = "fd=" + childFd + ",set=" + fdset + (opaque != null ? ",opaque=" + QemuCommandLine.escape(opaque) : "")
-                    + (opts != null && !opts.isBlank() ? "," + opts : "");
+            QemuOption o = QemuOption.of(null).set("fd", inheritFd(fd)).set("set", fdset).setIfPresent("opaque", opaque);
+            if (opts != null && !opts.isBlank()) for (String kv : opts.split(",")) {
+                String[] p = kv.split("=", 2);
+                if (p.length == 2) o.set(p[0], p[1]); else o.flag(p[0]);
+            }
             addFds.add(o);
             return this;
         }
@@ -691,9 +962,92 @@ public final class QemuMachine implements Machine {
          * a cable or a port of a switch. {@code mac} like {@code 52:54:00:12:34:56}, or null for QEMU's.
          */
         public Builder nic(Fd fd, String mac) {
-            int childFd = inheritFd(fd);
-            socketNics.add(childFd + (mac != null ? "," + mac : ""));
+            socketNics.add(new SocketNic(inheritFd(fd), mac));
             return this;
+        }
+
+        /**
+         * A user-mode (SLIRP) NIC, the guest's eth0: network {@value #USER_NET}, guest {@value #USER_GUEST_IP}
+         * (given to the default image with {@code kiln.ip=}), gateway and host {@value #USER_GATEWAY}, MAC
+         * {@value #USER_MAC}. On by {@link #forward}.
+         */
+        public Builder userNetwork(boolean on) {
+            this.userNetwork = on;
+            if (!on) forwards.clear();
+            return this;
+        }
+
+        /**
+         * Forwards a guest TCP port to a free host port on 127.0.0.1, chosen by the kernel when QEMU binds it
+         * (so no other process can take it in between); read it with {@link QemuMachine#hostPort}.
+         */
+        public Builder forward(int guestPort) {
+            return forward(guestPort, 0);
+        }
+
+        /** Forwards a guest TCP port to a given host port on 127.0.0.1 (0: a free one). */
+        public Builder forward(int guestPort, int hostPort) {
+            forwards.add(new Forward(checkPort(guestPort, "guest"), hostPort == 0 ? 0 : checkPort(hostPort, "host")));
+            userNetwork = true;
+            return this;
+        }
+
+        /** Forwards each port to the same port on the host (the seed's identity port map). */
+        public Builder forwardIdentity(int... ports) {
+            for (int p : ports) forward(p, p);
+            return this;
+        }
+
+        /**
+         * A byte-stream channel to the guest: a virtio-serial port named {@code name} (the guest finds it
+         * through /sys/class/virtio-ports/*&#47;name); the host end is {@link QemuMachine#channel(String)}.
+         */
+        public Builder channel(String name) {
+            if (name == null || name.isBlank() || channels.contains(name) || name.equals(AGENT_PORT_NAME)) {
+                throw new IllegalArgumentException("channel name must be non-blank and unique: '" + name + "'");
+            }
+            channels.add(name);
+            return this;
+        }
+
+        /** A virtio RNG (the guest's entropy need not wait for interrupts); on in {@link #microvmPreset}. */
+        public Builder rng(boolean on) {
+            this.rng = on;
+            return this;
+        }
+
+        /**
+         * The legacy-free microvm of Monogon's {@code RunMicroVM}: no PIC, PIT, RTC or ISA serial port, no
+         * option ROMs; a virtio console (hvc0) as the console, a virtio RNG and a user-mode NIC
+         * ({@link #userNetwork}; drop it with {@code userNetwork(false)}).
+         */
+        public Builder microvmPreset() {
+            machineType = "microvm,x-option-roms=off,pic=off,pit=off,rtc=off,isa-serial=off";
+            console("virtconsole", 0);
+            rng = true;
+            userNetwork = true;
+            return this;
+        }
+
+        /**
+         * Kills the machine when {@code token} completes (a test's or request's cancellation); operations then
+         * fail with {@link MachineCancelledException}, not an ordinary failure.
+         */
+        public Builder cancelOn(CompletionStage<?> token) {
+            this.cancelToken = token;
+            return this;
+        }
+
+        /** Kills the machine once it has run this long, as a cancellation ({@link MachineCancelledException}). */
+        public Builder timeLimit(Duration limit) {
+            if (limit.isNegative() || limit.isZero()) throw new IllegalArgumentException("time limit must be positive");
+            this.timeLimit = limit;
+            return this;
+        }
+
+        private static int checkPort(int port, String what) {
+            if (port < 1 || port > 65535) throw new IllegalArgumentException(what + " port out of range: " + port);
+            return port;
         }
 
         public Builder launchTimeout(Duration d) { this.launchTimeout = d; return this; }

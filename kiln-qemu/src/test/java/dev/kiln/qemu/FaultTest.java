@@ -1,0 +1,140 @@
+package dev.kiln.qemu;
+
+import dev.kiln.ExecRequest;
+import dev.kiln.ExecResult;
+import dev.kiln.GuestException;
+import dev.kiln.GuestImage;
+import dev.kiln.GuestTimeoutException;
+import dev.kiln.MachineState;
+import dev.kiln.image.DefaultImage;
+import dev.kiln.os.Posix;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** Things going wrong under a running guest: each is reported clearly and promptly, and nothing is left. */
+class FaultTest {
+    static { QemuAvailable.require(); }
+
+    @TempDir Path tmp;
+
+    @AfterEach
+    void noneLeft() {
+        LeakCheck.assertNoneLeft();
+    }
+
+    static QemuMachine boot(QemuMachine.Builder b) {
+        GuestImage image = DefaultImage.get(System.out::println);
+        QemuMachine vm = b.image(image).start();
+        try {
+            vm.console().await(image.readyMarker(), Duration.ofSeconds(120));
+            vm.guest().awaitReady(Duration.ofSeconds(60));
+            return vm;
+        } catch (RuntimeException e) {
+            vm.close();
+            throw e;
+        }
+    }
+
+    @Test
+    void vmmKilledDuringAnExecFailsTheExecAtOnceSayingSo() throws Exception {
+        try (QemuMachine vm = boot(QemuMachine.builder());
+             var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            var running = CompletableFuture.supplyAsync(() -> vm.guest().exec("sleep", "600"), pool);
+            Thread.sleep(1000); // let the exec be under way: spawned, its status being polled
+            assertThat(running).isNotDone();
+            Posix.kill(vm.pid().orElseThrow(), Posix.SIGKILL);
+            // The bound guards against a hang only; the failure comes as soon as the socket closes.
+            assertThatThrownBy(() -> running.get(30, TimeUnit.SECONDS))
+                    .isInstanceOf(ExecutionException.class).cause()
+                    .isInstanceOf(GuestException.class)
+                    .hasMessageContaining("closed")
+                    .hasMessageContaining("killed by SIGKILL");
+            vm.awaitExit(Duration.ofSeconds(10));
+            assertThat(vm.state()).isEqualTo(MachineState.EXITED);
+            assertThat(vm.exitStatus().signal()).isEqualTo(Posix.SIGKILL);
+        }
+    }
+
+    @Test
+    void aGuestKernelPanicIsDetectedAndReported() {
+        try (QemuMachine vm = boot(QemuMachine.builder())) {
+            assertThat(vm.guestPanic()).isEmpty();
+            // The exec never returns: the kernel dies under it, and (panic=-1, -no-reboot) QEMU exits.
+            assertThatThrownBy(() -> vm.guest().exec("sh", "-c", "echo c > /proc/sysrq-trigger"))
+                    .isInstanceOf(GuestException.class)
+                    .hasMessageContaining("the guest kernel panicked")
+                    .hasMessageContaining("sysrq");
+            assertThat(vm.guestPanic()).hasValueSatisfying(line ->
+                    assertThat(line).contains("Kernel panic - not syncing").contains("sysrq"));
+            vm.awaitExit(Duration.ofSeconds(30));
+            assertThat(vm.state()).isEqualTo(MachineState.EXITED);
+        }
+    }
+
+    @Test
+    void anAgentKilledInsideTheGuestMakesExecTimeOutSayingItStoppedAnswering() {
+        try (QemuMachine vm = boot(QemuMachine.builder())) {
+            vm.console().send("killall -9 qemu-ga; echo GA-\"\"KILLED\n"); // the quotes keep the echoed input from matching
+            vm.console().await("GA-KILLED", Duration.ofSeconds(30));
+            var request = ExecRequest.of("true").timeout(Duration.ofSeconds(5)).build();
+            assertThatThrownBy(() -> vm.guest().exec(request))
+                    .isInstanceOf(GuestTimeoutException.class)
+                    .hasMessageContaining("stopped answering")
+                    .hasMessageContaining("guest-");
+            assertThat(vm.isRunning()).isTrue(); // the guest itself is fine: its console still answers
+            vm.console().send("echo STILL-\"\"HERE\n");
+            vm.console().await("STILL-HERE", Duration.ofSeconds(30));
+        }
+    }
+
+    @Test
+    void aHundredMebibyteConsoleFloodKeepsABoundedTailInMemoryAndAllInTheFile() throws Exception {
+        Path log = tmp.resolve("console.log");
+        var memory = ManagementFactory.getMemoryMXBean();
+        System.gc();
+        long heapBefore = memory.getHeapMemoryUsage().getUsed();
+        long flood = 100L << 20;
+        // The console on a virtio-serial port: the serial UART and the hvc console (16-byte writes) each move
+        // well under 1 MB/s under TCG, a virtio-serial port a page per write.
+        GuestImage image = DefaultImage.get(System.out::println);
+        try (QemuMachine vm = QemuMachine.builder().image(image).console("virtserialport,name=org.kiln.flood", 0)
+                .consoleLog(log).start()) {
+            vm.guest().awaitReady(Duration.ofSeconds(120));
+            long before = vm.console().totalBytes();
+            long t0 = System.nanoTime();
+            // 64-character lines, written by the guest to the port Kiln reads as its console.
+            ExecResult r = vm.guest().exec(ExecRequest.of("sh", "-c",
+                    "p=$(grep -l org.kiln.flood /sys/class/virtio-ports/*/name); p=${p%/name}; p=/dev/${p##*/}; "
+                            + "yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c " + flood
+                            + " > $p && echo FLOOD-\"\"DONE > $p")
+                    .timeout(Duration.ofMinutes(10)).build());
+            assertThat(r.exitCode()).as(r.stderrText()).isZero();
+            vm.console().await("FLOOD-DONE", Duration.ofMinutes(2));
+            double seconds = (System.nanoTime() - t0) / 1e9;
+            long seen = vm.console().totalBytes() - before;
+            System.gc();
+            long heapGrowth = memory.getHeapMemoryUsage().getUsed() - heapBefore;
+            System.out.printf("console flood: %d MiB in %.1f s, transcript %d chars, heap growth %d MiB%n",
+                    seen >> 20, seconds, vm.console().transcript().length(), heapGrowth >> 20);
+            assertThat(seen).isGreaterThanOrEqualTo(flood);
+            assertThat(vm.console().transcript().length()).isLessThanOrEqualTo(dev.kiln.Console.DEFAULT_RETAINED_CHARS);
+            // The retained tail is 4 Mi chars (8 MiB as UTF-16 at most): far below the 100 MiB that went by.
+            assertThat(heapGrowth).isLessThan(48L << 20);
+            vm.shutdown(Duration.ofSeconds(30));
+        }
+        assertThat(Files.size(log)).isGreaterThanOrEqualTo(flood);
+    }
+}
