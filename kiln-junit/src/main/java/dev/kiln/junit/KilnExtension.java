@@ -102,7 +102,7 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
 
     @Override
     public void afterAll(ExtensionContext context) {
-        RuntimeException e = VmScope.of(context).closeAll();
+        RuntimeException e = VmScope.closeIn(context);
         if (e != null) throw e;
     }
 
@@ -127,9 +127,10 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
         for (int i = 0; i < ps.length; i++) {
             Vm vm = ps[i].getAnnotation(Vm.class);
             if (vm == null || !vm.name().isEmpty()) continue;
-            checkType(ps[i].getType(), label(ps[i], i, method));
+            String label = label(ps[i], i, method);
+            checkType(ps[i].getType(), label);
             parameters.add(i);
-            requests.add(new VmRequest(label(ps[i], i, method), vm, context.getRequiredTestClass(), configuredBinary(context)));
+            requests.add(new VmRequest(label, vm, context.getRequiredTestClass(), configuredBinary(context)));
         }
         if (requests.isEmpty()) return;
         List<ManagedVm> vms = start(context, requests, null);
@@ -140,7 +141,7 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
 
     @Override
     public void afterEach(ExtensionContext context) {
-        RuntimeException e = VmScope.of(context).closeAll();
+        RuntimeException e = VmScope.closeIn(context);
         if (e != null) throw e;
     }
 

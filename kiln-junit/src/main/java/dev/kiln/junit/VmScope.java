@@ -29,6 +29,12 @@ final class VmScope implements AutoCloseable {
         return "vms:" + context.getUniqueId();
     }
 
+    /** Closes the machines of exactly this context, if it has any; returns the first failure. */
+    static RuntimeException closeIn(ExtensionContext context) {
+        VmScope s = context.getStore(NAMESPACE).get(key(context), VmScope.class);
+        return s == null ? null : s.closeAll();
+    }
+
     /** The machines of a context and of the contexts enclosing it, innermost first. */
     static List<ManagedVm> inScope(ExtensionContext context) {
         List<ManagedVm> all = new ArrayList<>();

@@ -47,11 +47,11 @@ class KilnExtensionFailuresTest {
         EngineExecutionResults results = run(Samples.Failing.class, Map.of(
                 "junit.jupiter.execution.parallel.enabled", "true",
                 "junit.jupiter.execution.parallel.mode.default", "concurrent"));
-        results.testEvents().assertStatistics(s -> s.started(5).succeeded(1).failed(3).aborted(1));
+        results.testEvents().assertStatistics(s -> s.started(6).succeeded(1).failed(4).aborted(1));
         Path classDir = evidence.resolve("dev.kiln.junit.Samples_Failing");
 
         Map<String, Throwable> failures = throwables(results.testEvents().failed().stream());
-        assertThat(failures).containsOnlyKeys("assertionFails", "throwsAnException", "setUpFails");
+        assertThat(failures).containsOnlyKeys("assertionFails", "throwsAnException", "setUpFails", "tearDownFails");
         for (var f : failures.entrySet()) {
             Path dir = classDir.resolve(f.getKey());
             assertThat(f.getValue().getMessage()).endsWith("\n  Kiln evidence: " + dir);
@@ -75,6 +75,7 @@ class KilnExtensionFailuresTest {
         assertThat(assertion.getStackTrace()).isEqualTo(assertion.getCause().getStackTrace());
         assertThat(failures.get("throwsAnException").getMessage()).startsWith("java.lang.IllegalStateException: boom\n");
         assertThat(failures.get("setUpFails").getMessage()).startsWith("java.lang.IllegalStateException: setup broke\n");
+        assertThat(failures.get("tearDownFails").getMessage()).startsWith("java.lang.IllegalStateException: teardown broke\n");
 
         Throwable aborted = throwables(results.testEvents().aborted().stream()).get("isAborted");
         assertThat(aborted).isInstanceOf(TestAbortedException.class).hasMessage("Assumption failed: not today").hasNoCause();
@@ -87,7 +88,7 @@ class KilnExtensionFailuresTest {
                 .containsExactlyInAnyOrder(failures.keySet().stream().map(t -> classDir.resolve(t).toString()).toArray(String[]::new));
         assertThat(entries).allSatisfy(e -> assertThat(e.keySet()).anyMatch(k -> k.startsWith("kiln.vm.")));
         List<Path> published = results.testEvents().fileEntryPublished().map(e -> e.getRequiredPayload(FileEntry.class).getPath()).toList();
-        assertThat(published).hasSize(3).allSatisfy(p -> assertThat(p.resolve("console.txt")).content().contains("KILN-READY"));
+        assertThat(published).hasSize(4).allSatisfy(p -> assertThat(p.resolve("console.txt")).content().contains("KILN-READY"));
         LeakCheck.assertNoneLeft();
     }
 
@@ -113,6 +114,13 @@ class KilnExtensionFailuresTest {
         Throwable t = throwables(results.containerEvents().failed().stream()).get("SpecThrows");
         assertThat(t).hasMessage("@Vm SpecThrows.vm: spec method SpecThrows.broken() threw java.lang.IllegalStateException: no spec today")
                 .hasCauseInstanceOf(IllegalStateException.class);
+    }
+
+    @Test
+    void aFieldOfAnotherTypeFailsTheClassNamingIt() {
+        EngineExecutionResults results = run(Samples.WrongType.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"));
+        Throwable t = throwables(results.containerEvents().failed().stream()).get("WrongType");
+        assertThat(t).hasMessage("@Vm WrongType.vm has type java.lang.String; a @Vm is a QemuMachine or a dev.kiln.Machine");
     }
 
     @Test

@@ -1,6 +1,7 @@
 package dev.kiln.junit;
 
 import dev.kiln.qemu.QemuMachine;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
@@ -61,6 +62,16 @@ final class Samples {
         void setUpFails() {
         }
 
+        @AfterEach
+        void tearDown(TestInfo test) {
+            if (test.getTags().contains("broken-teardown")) throw new IllegalStateException("teardown broke");
+        }
+
+        @Test
+        @Tag("broken-teardown")
+        void tearDownFails() {
+        }
+
         @Test
         void isAborted() {
             Assumptions.assumeTrue(false, "not today");
@@ -106,6 +117,17 @@ final class Samples {
         static QemuMachine.Builder broken() {
             throw new IllegalStateException("no spec today");
         }
+
+        @Test
+        void neverRuns() {
+        }
+    }
+
+    @ExtendWith(OnlyInTestKit.class)
+    @KilnTest
+    static class WrongType {
+        @Vm
+        static String vm;
 
         @Test
         void neverRuns() {
