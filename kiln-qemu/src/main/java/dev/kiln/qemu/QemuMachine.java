@@ -915,6 +915,9 @@ public final class QemuMachine implements Machine {
         /** What to boot. With no image QEMU starts without a kernel (useful with {@link #paused}). */
         public Builder image(GuestImage image) { this.image = image; return this; }
 
+        /** The image set so far, or null: lets a caller (say, the JUnit extension) fill in a default. */
+        public GuestImage image() { return image; }
+
         public Builder kernel(Path kernel, Path initrd) { this.image = GuestImage.of(kernel, initrd); return this; }
 
         /** Extra kernel arguments. */

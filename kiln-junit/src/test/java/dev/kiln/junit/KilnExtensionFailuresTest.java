@@ -1,0 +1,202 @@
+package dev.kiln.junit;
+
+import dev.kiln.support.Executables;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.platform.engine.OutputDirectoryCreator;
+import org.junit.platform.engine.TestDescriptor;
+import org.junit.platform.engine.TestExecutionResult;
+import org.junit.platform.engine.reporting.FileEntry;
+import org.junit.platform.engine.reporting.ReportEntry;
+import org.junit.platform.testkit.engine.EngineExecutionResults;
+import org.junit.platform.testkit.engine.EngineTestKit;
+import org.junit.platform.testkit.engine.Event;
+import org.opentest4j.AssertionFailedError;
+import org.opentest4j.TestAbortedException;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.platform.engine.discovery.DiscoverySelectors.selectClass;
+
+/** Runs the {@link Samples} through the EngineTestKit and checks what a user would see when things go wrong. */
+class KilnExtensionFailuresTest {
+    private static final String NO_QEMU = "/nonexistent/qemu-system-x86_64";
+
+    @TempDir
+    Path evidence;
+
+    @AfterAll
+    static void nothingLeft() {
+        LeakCheck.assertNoneLeft();
+    }
+
+    @Test
+    void aFailingTestLeavesTheEvidenceOfItsMachinesAndSaysWhere() throws IOException {
+        requireQemu();
+        // Concurrently: the tests share the class's machine and write their evidence at the same time.
+        EngineExecutionResults results = run(Samples.Failing.class, Map.of(
+                "junit.jupiter.execution.parallel.enabled", "true",
+                "junit.jupiter.execution.parallel.mode.default", "concurrent"));
+        results.testEvents().assertStatistics(s -> s.started(6).succeeded(1).failed(4).aborted(1));
+        Path classDir = evidence.resolve("dev.kiln.junit.Samples_Failing");
+
+        Map<String, Throwable> failures = throwables(results.testEvents().failed().stream());
+        assertThat(failures).containsOnlyKeys("assertionFails", "throwsAnException", "setUpFails", "tearDownFails");
+        for (var f : failures.entrySet()) {
+            Path dir = classDir.resolve(f.getKey());
+            assertThat(f.getValue().getMessage()).endsWith("\n  Kiln evidence: " + dir);
+            assertThat(dir.resolve("failure.txt")).content().contains(f.getValue().getCause().toString());
+            List<Path> machines = subdirectories(dir);
+            assertThat(machines).hasSize(1);
+            Path m = machines.getFirst();
+            assertThat(m.resolve("console.txt")).content().contains("KILN-READY");
+            assertThat(m.resolve("command-line.txt")).content().contains("qemu-system").contains("-kernel");
+            assertThat(m.resolve("qmp.txt")).content().contains("qmp_capabilities");
+            assertThat(m.resolve("vmm.log")).exists();
+            assertThat(m.resolve("machine.txt")).content().contains("declared: @Vm Failing.vm").contains("state: RUNNING");
+        }
+
+        Throwable assertion = failures.get("assertionFails");
+        assertThat(assertion).isInstanceOf(AssertionFailedError.class).hasCauseInstanceOf(AssertionFailedError.class);
+        assertThat(assertion.getMessage()).startsWith(assertion.getCause().getMessage());
+        var original = (AssertionFailedError) assertion.getCause();
+        assertThat(((AssertionFailedError) assertion).getExpected().getValue()).isEqualTo(original.getExpected().getValue()); // IDEs still show the diff
+        assertThat(((AssertionFailedError) assertion).getActual().getValue()).isEqualTo(original.getActual().getValue());
+        assertThat(assertion.getStackTrace()).isEqualTo(assertion.getCause().getStackTrace());
+        assertThat(failures.get("throwsAnException").getMessage()).startsWith("java.lang.IllegalStateException: boom\n");
+        assertThat(failures.get("setUpFails").getMessage()).startsWith("java.lang.IllegalStateException: setup broke\n");
+        assertThat(failures.get("tearDownFails").getMessage()).startsWith("java.lang.IllegalStateException: teardown broke\n");
+
+        Throwable aborted = throwables(results.testEvents().aborted().stream()).get("isAborted");
+        assertThat(aborted).isInstanceOf(TestAbortedException.class).hasMessage("Assumption failed: not today").hasNoCause();
+        assertThat(classDir.resolve("isAborted")).doesNotExist();
+        assertThat(classDir.resolve("passes")).doesNotExist();
+
+        List<Map<String, String>> entries = results.testEvents().reportingEntryPublished()
+                .map(e -> e.getRequiredPayload(ReportEntry.class).getKeyValuePairs()).toList();
+        assertThat(entries).extracting(e -> e.get("kiln.evidence"))
+                .containsExactlyInAnyOrder(failures.keySet().stream().map(t -> classDir.resolve(t).toString()).toArray(String[]::new));
+        assertThat(entries).allSatisfy(e -> assertThat(e.keySet()).anyMatch(k -> k.startsWith("kiln.vm.")));
+        List<Path> published = results.testEvents().fileEntryPublished().map(e -> e.getRequiredPayload(FileEntry.class).getPath()).toList();
+        assertThat(published).hasSize(4).allSatisfy(p -> assertThat(p.resolve("console.txt")).content().contains("KILN-READY"));
+        LeakCheck.assertNoneLeft();
+    }
+
+    @Test
+    void withoutQemuAKilnTestIsSkippedAndSaysWhy() {
+        EngineExecutionResults results = run(Samples.NeedsQemu.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, NO_QEMU));
+        List<String> reasons = results.containerEvents().skipped().map(e -> e.getRequiredPayload(String.class)).toList();
+        assertThat(reasons).singleElement().asString().contains("QEMU not found", NO_QEMU, "KILN_QEMU");
+        assertThat(results.testEvents().started().count()).isZero();
+    }
+
+    @Test
+    void withoutQemuAndDisabledWithoutQemuOffTheClassFailsWithTheLaunchError() {
+        EngineExecutionResults results = run(Samples.InsistsOnQemu.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, NO_QEMU));
+        Throwable t = throwables(results.containerEvents().failed().stream()).get("InsistsOnQemu");
+        assertThat(t).hasMessageContaining("@Vm InsistsOnQemu.vm").hasMessageContaining(NO_QEMU);
+        assertThat(results.testEvents().started().count()).isZero();
+    }
+
+    @Test
+    void aSpecMethodThatThrowsFailsTheClassNamingIt() {
+        EngineExecutionResults results = run(Samples.SpecThrows.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"));
+        Throwable t = throwables(results.containerEvents().failed().stream()).get("SpecThrows");
+        assertThat(t).hasMessage("@Vm SpecThrows.vm: spec method SpecThrows.broken() threw java.lang.IllegalStateException: no spec today")
+                .hasCauseInstanceOf(IllegalStateException.class);
+    }
+
+    @Test
+    void aFieldOfAnotherTypeFailsTheClassNamingIt() {
+        EngineExecutionResults results = run(Samples.WrongType.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"));
+        Throwable t = throwables(results.containerEvents().failed().stream()).get("WrongType");
+        assertThat(t).hasMessage("@Vm WrongType.vm has type java.lang.String; a @Vm is a QemuMachine or a dev.kiln.Machine");
+    }
+
+    @Test
+    void aMissingSpecMethodFailsTheTestNamingIt() {
+        EngineExecutionResults results = run(Samples.SpecMissing.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"));
+        Throwable t = throwables(results.testEvents().failed().stream()).get("neverRuns");
+        assertThat(t).hasMessageStartingWith("@Vm SpecMissing.vm: no method noSuchMethod() in dev.kiln.junit.Samples$SpecMissing");
+    }
+
+    @Test
+    void whenOneMachineCannotStartTheOthersAreClosedAndTheFailureIsClear() {
+        requireQemu();
+        EngineExecutionResults results = run(Samples.OneCannotStart.class, Map.of());
+        Throwable t = throwables(results.containerEvents().failed().stream()).get("OneCannotStart");
+        assertThat(t).hasMessageStartingWith("@Vm OneCannotStart.bad").hasMessageContaining("kernel not found: /nonexistent/vmlinuz");
+        assertThat(t.getSuppressed()).as("the good machine was stopped, not failed").isEmpty();
+        assertThat(results.testEvents().started().count()).isZero();
+        LeakCheck.assertNoneLeft();
+    }
+
+    @Test
+    void aMachineThatNeverGetsReadyFailsNamingItShowingTheConsoleAndLeavingEvidence() throws IOException {
+        requireQemu();
+        EngineExecutionResults results = run(Samples.NeverReady.class, Map.of());
+        Throwable t = throwables(results.testEvents().failed().stream()).get("neverRuns");
+        Path dir = evidence.resolve("dev.kiln.junit.Samples_NeverReady").resolve("neverRuns_QemuMachine");
+        assertThat(t.getMessage())
+                .startsWith("@Vm parameter #0 of NeverReady.neverRuns() (machine qemu-")
+                .contains("did not become ready", "timed out after 5 s waiting for /\\QKILN-READY\\E/", "last seen:")
+                .endsWith("\n  Kiln evidence: " + dir);
+        Path machine = subdirectories(dir).getFirst();
+        assertThat(t.getMessage()).contains(machine.getFileName().toString());
+        assertThat(machine.resolve("console.txt")).content().isNotBlank().doesNotContain("KILN-READY");
+        assertThat(machine.resolve("command-line.txt")).content().contains("rdinit=/bin/sh");
+        LeakCheck.assertNoneLeft();
+    }
+
+    private EngineExecutionResults run(Class<?> sample, Map<String, String> parameters) {
+        return EngineTestKit.engine("junit-jupiter")
+                .selectors(selectClass(sample))
+                .configurationParameter(Samples.ENABLED, "true")
+                .configurationParameter(KilnExtension.EVIDENCE_DIR_PROPERTY, evidence.toString())
+                .configurationParameters(parameters)
+                .outputDirectoryCreator(new OutputDirectoryCreator() { // where file entries go
+                    @Override
+                    public Path getRootDirectory() {
+                        return evidence.resolve("published");
+                    }
+
+                    @Override
+                    public Path createOutputDirectory(TestDescriptor test) throws IOException {
+                        return Files.createDirectories(getRootDirectory().resolve(Evidence.sanitize(test.getUniqueId().toString())));
+                    }
+                })
+                .execute();
+    }
+
+    /** The failures of finished events, by test method name or class simple name. */
+    private static Map<String, Throwable> throwables(Stream<Event> events) {
+        Map<String, Throwable> m = new HashMap<>();
+        events.forEach(e -> {
+            String name = e.getTestDescriptor().getLegacyReportingName().replaceAll("\\(.*", "");
+            name = name.substring(name.lastIndexOf('$') + 1);
+            m.put(name, e.getRequiredPayload(TestExecutionResult.class).getThrowable().orElseThrow());
+        });
+        return m;
+    }
+
+    private static List<Path> subdirectories(Path dir) throws IOException {
+        try (Stream<Path> s = Files.list(dir)) {
+            return s.filter(Files::isDirectory).collect(Collectors.toList());
+        }
+    }
+
+    private static void requireQemu() {
+        String bin = System.getenv().getOrDefault("KILN_QEMU", "qemu-system-x86_64");
+        Assumptions.assumeTrue(Executables.find(bin).isPresent(), "QEMU not found (" + bin + "): install qemu-system-x86 to run this test");
+    }
+}
