@@ -228,8 +228,10 @@ public final class Network implements AutoCloseable {
             fabric.close();
         } finally {
             synchronized (ports) {
+                boolean stopped = !fabric.isRunning(); // then its state is ours to read
                 for (Port p : ports.values()) {
-                    if (!p.isClosed()) p.closed(p.link.stats()); // the switch thread has ended: its state is ours to read
+                    if (!p.isClosed()) p.closed(stopped ? p.link.stats()
+                            : new PortStats(0, 0, 0, 0, 0, 0, false, "the network was closed, its switch thread did not stop"));
                     p.fd().close();
                 }
                 ports.clear();

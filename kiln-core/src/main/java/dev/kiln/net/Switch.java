@@ -261,7 +261,7 @@ final class Switch implements Runnable {
             return;
         }
         if (n < 0) {
-            if (n != -EAGAIN) disconnect(l, "reading from it failed: " + Poller.describe((int) -n), true);
+            if (n != -EAGAIN) disconnect(l, "reading from it failed: " + Poller.describe((int) -n), n != -ECONNRESET);
             return;
         }
         l.filled += n;

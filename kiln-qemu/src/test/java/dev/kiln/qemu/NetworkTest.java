@@ -22,8 +22,6 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.function.UnaryOperator;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -101,11 +99,13 @@ class NetworkTest {
     @Test
     void delayOnAPortShowsInRoundTripTimes() {
         net.delay(ports.get(2), Duration.ofMillis(150));
-        // a -> c waits 150 ms at c's port, and the reply again: at least 300 ms round trip, whatever the machine's load.
-        String out = vms.get(0).guest().exec("ping", "-c", "2", "-W", "5", IPS.get(2)).orThrow().stdoutText();
-        Matcher m = Pattern.compile("min/avg/max = ([0-9.]+)/").matcher(out);
-        assertThat(m.find()).as(out).isTrue();
-        assertThat(Double.parseDouble(m.group(1))).as(out).isGreaterThanOrEqualTo(300.0);
+        // a -> c waits 150 ms at c's port, and the reply again: the ping cannot end sooner than 300 ms after it began.
+        // Timed on the host: the guest's clock under TCG (jiffies once the watchdog drops its TSC) runs slow.
+        long start = System.nanoTime();
+        String out = vms.get(0).guest().exec("ping", "-c", "1", "-W", "5", IPS.get(2)).orThrow().stdoutText();
+        Duration took = Duration.ofNanos(System.nanoTime() - start);
+        assertThat(out).contains("1 packets received");
+        assertThat(took).as(out).isGreaterThanOrEqualTo(Duration.ofMillis(300));
     }
 
     /** Machine {@code cut} reaches no one, and the other two still reach each other. */
