@@ -29,7 +29,8 @@ public final class Posix {
 
     static final int O_RDONLY = 0, O_WRONLY = 1, O_CREAT = 0x40, O_APPEND = 0x400, O_CLOEXEC = 0x80000;
     static final int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
-    private static final int F_GETFD = 1, F_SETFD = 2, FD_CLOEXEC = 1, SHUT_RDWR = 2;
+    private static final int F_GETFD = 1, F_SETFD = 2, F_GETFL = 3, F_SETFL = 4, FD_CLOEXEC = 1, SHUT_RDWR = 2;
+    private static final int O_NONBLOCK = 0x800, EFD_NONBLOCK = 0x800, EFD_CLOEXEC = 0x80000;
     private static final int WNOHANG = 1, WEXITED = 4, WNOWAIT = 0x01000000, P_PID = 1, RLIMIT_NOFILE = 7;
     private static final int SIGINFO_SIZE = 128;
 
@@ -47,6 +48,7 @@ public final class Posix {
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), Linker.Option.firstVariadicArg(2));
     private static final MethodHandle SHUTDOWN = Libc.withErrno("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle POLL = Libc.withErrno("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle EVENTFD = Libc.withErrno("eventfd", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle EXIT = Libc.function("_exit", FunctionDescriptor.ofVoid(JAVA_INT));
     private static final MethodHandle GETPID = Libc.function("getpid", FunctionDescriptor.of(JAVA_INT));
     private static final MethodHandle GETRLIMIT = Libc.withErrno("getrlimit", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
@@ -194,6 +196,42 @@ public final class Posix {
         if (wanted == flags) return;
         Libc.check(Libc.call(state -> (int) FCNTL.invokeExact(state, number, F_SETFD, wanted)),
                 "fcntl(fd " + number + ", F_SETFD, " + (on ? "FD_CLOEXEC)" : "0)"));
+    }
+
+    /**
+     * Sets or clears O_NONBLOCK. The flag belongs to the open file, so it is shared with duplicates of {@code fd}
+     * (but not with the other end of a pipe or socket pair).
+     */
+    public static void setNonBlocking(Fd fd, boolean on) {
+        int number = fd.number();
+        int flags = (int) Libc.check(Libc.call(state -> (int) FCNTL.invokeExact(state, number, F_GETFL, 0)),
+                "fcntl(fd " + number + ", F_GETFL)");
+        int wanted = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+        if (wanted == flags) return;
+        Libc.check(Libc.call(state -> (int) FCNTL.invokeExact(state, number, F_SETFL, wanted)),
+                "fcntl(fd " + number + ", F_SETFL, " + (on ? "O_NONBLOCK)" : "~O_NONBLOCK)"));
+    }
+
+    /**
+     * A close-on-exec, non-blocking eventfd: a counter another thread bumps ({@link #signalEventFd}) to wake a
+     * thread that polls it, in one descriptor where a pipe needs two.
+     */
+    public static Fd eventFd() {
+        int number = (int) Libc.check(Libc.call(state -> (int) EVENTFD.invokeExact(state, 0, EFD_CLOEXEC | EFD_NONBLOCK)),
+                "eventfd(0, EFD_CLOEXEC|EFD_NONBLOCK)");
+        return Fd.adopt(number);
+    }
+
+    /** Adds one to an eventfd's counter, making it readable. */
+    public static void signalEventFd(Fd eventFd) {
+        int number = eventFd.number();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment one = arena.allocate(JAVA_LONG);
+            one.set(JAVA_LONG, 0, 1L);
+            long r = Libc.callRetrying(state -> (long) WRITE.invokeExact(state, number, one, 8L));
+            // EAGAIN means the counter is at its maximum: it is readable anyway, which is all a wake-up needs.
+            if (r != -Poller.EAGAIN) Libc.check(r, "write(eventfd " + number + ", 1)");
+        }
     }
 
     /** Shuts a socket down both ways; the portable way to wake a thread blocked reading it (close does not). */
