@@ -17,6 +17,8 @@ import dev.kiln.Machine;
 import dev.kiln.MachineCancelledException;
 import dev.kiln.MachineState;
 import dev.kiln.agent.QgaGuest;
+import dev.kiln.net.Network;
+import dev.kiln.net.Port;
 import dev.kiln.os.ExitStatus;
 import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
@@ -516,7 +518,21 @@ public final class QemuMachine implements Machine {
 
     /** Runs a QMP command and returns its result. Arguments are name/value pairs. */
     public JsonNode command(String command, Object... nameValues) {
-        return qmp().execute(command, QmpArgs.of(nameValues));
+        try {
+            return qmp().execute(command, QmpArgs.of(nameValues));
+        } catch (RuntimeException e) {
+            throw translate(e);
+        }
+    }
+
+    /**
+     * Plugs or unplugs a NIC's cable as the guest sees it ({@code set_link}: the guest loses carrier). Netdev
+     * ids: {@value #USER_NETDEV} for the user-mode NIC, {@code sock0}, {@code sock1}… for socket NICs in the
+     * order they were added.
+     */
+    public void setLink(String netdev, boolean up) {
+        requireRunning();
+        command("set_link", "name", netdev, "up", up);
     }
 
     /** Returns and clears the queued QMP events. */
@@ -967,6 +983,11 @@ public final class QemuMachine implements Machine {
         public Builder nic(Fd fd, String mac) {
             socketNics.add(new SocketNic(inheritFd(fd), mac));
             return this;
+        }
+
+        /** A virtio NIC plugged into a port of a Kiln {@link Network}; its netdev id is {@code sock<n>}, n counting from 0. */
+        public Builder nic(Port port) {
+            return nic(port.fd(), port.mac());
         }
 
         /**

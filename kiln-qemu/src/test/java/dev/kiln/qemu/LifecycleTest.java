@@ -1,0 +1,99 @@
+package dev.kiln.qemu;
+
+import dev.kiln.ExecRequest;
+import dev.kiln.GuestImage;
+import dev.kiln.GuestTimeoutException;
+import dev.kiln.MachineCancelledException;
+import dev.kiln.MachineState;
+import dev.kiln.image.DefaultImage;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** Pause, resume, reset and cancellation of running guests. */
+class LifecycleTest {
+    static { QemuAvailable.require(); }
+
+    static final GuestImage IMAGE = DefaultImage.get(System.out::println);
+
+    @AfterEach
+    void noneLeft() {
+        LeakCheck.assertNoneLeft();
+    }
+
+    static QemuMachine ready(QemuMachine vm) {
+        vm.console().await(IMAGE.readyMarker(), Duration.ofSeconds(120));
+        vm.guest().awaitReady(Duration.ofSeconds(60));
+        return vm;
+    }
+
+    @Test
+    void pauseStopsTheGuestResumeContinuesItAndResetRebootsIt() {
+        try (QemuMachine vm = ready(QemuMachine.builder().image(IMAGE).start())) {
+            vm.pause();
+            assertThat(vm.state()).isEqualTo(MachineState.PAUSED);
+            assertThat(vm.command("query-status").path("running").asBoolean()).isFalse();
+            // A stopped guest runs nothing: its agent cannot answer.
+            assertThatThrownBy(() -> vm.guest().exec(ExecRequest.of("true").timeout(Duration.ofSeconds(2)).build()))
+                    .isInstanceOf(GuestTimeoutException.class);
+            vm.resume();
+            assertThat(vm.state()).isEqualTo(MachineState.RUNNING);
+            assertThat(vm.guest().exec("echo", "after resume").stdoutText()).isEqualTo("after resume\n");
+
+            vm.guest().exec("sh", "-c", "echo marker > /run/before-reset").orThrow();
+            vm.reset();
+            ready(vm); // the console's cursor is past the first ready marker: this is the second boot's
+            assertThat(vm.guest().exec("sh", "-c", "test -e /run/before-reset; echo $?").stdoutText())
+                    .as("a fresh boot: the tmpfs file is gone").isEqualTo("1\n");
+            assertThat(vm.isRunning()).isTrue();
+            assertThat(vm.state()).isEqualTo(MachineState.RUNNING);
+        }
+    }
+
+    @Test
+    void aCancelTokenKillsTheMachineAndTheExecUnderWaySaysItWasCancelled() throws Exception {
+        CompletableFuture<Void> token = new CompletableFuture<>();
+        try (QemuMachine vm = ready(QemuMachine.builder().image(IMAGE).cancelOn(token).start());
+             var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            var running = CompletableFuture.supplyAsync(() -> vm.guest().exec("sleep", "600"), pool);
+            Thread.sleep(500);
+            token.complete(null);
+            assertThatThrownBy(() -> running.get(30, TimeUnit.SECONDS)).isInstanceOf(ExecutionException.class)
+                    .cause().isInstanceOf(MachineCancelledException.class)
+                    .hasMessageContaining("cancelled").hasMessageContaining("cancel token");
+            vm.awaitExit(Duration.ofSeconds(30));
+            assertThat(vm.cancellation()).hasValueSatisfying(r -> assertThat(r).contains("cancel token"));
+            assertThat(vm.state()).isEqualTo(MachineState.EXITED);
+            assertThatThrownBy(() -> vm.guest().exec("true")).isInstanceOf(MachineCancelledException.class);
+            assertThatThrownBy(vm::pause).isInstanceOf(MachineCancelledException.class);
+        }
+    }
+
+    @Test
+    void aTimeLimitKillsTheMachineAsACancellationNotAFailure() {
+        // No guest needed: QEMU with stopped CPUs still runs until the limit.
+        try (QemuMachine vm = QemuMachine.builder().paused(true).timeLimit(Duration.ofSeconds(2)).start()) {
+            vm.command("query-status");
+            assertThat(vm.awaitExit(Duration.ofSeconds(30))).isEqualTo(128 + 9);
+            assertThat(vm.cancellation()).hasValueSatisfying(r -> assertThat(r).contains("time limit"));
+            assertThatThrownBy(() -> vm.command("query-status")).isInstanceOf(MachineCancelledException.class);
+        }
+    }
+
+    @Test
+    void aMachineWithoutCancellationIsNotCancelled() {
+        try (QemuMachine vm = QemuMachine.builder().paused(true).start()) {
+            vm.kill();
+            assertThat(vm.cancellation()).isEmpty();
+            assertThatThrownBy(() -> vm.command("query-status")).isNotInstanceOf(MachineCancelledException.class);
+        }
+    }
+}
