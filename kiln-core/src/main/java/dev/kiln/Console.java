@@ -251,9 +251,16 @@ public final class Console implements AutoCloseable {
         private final String literal;
         private long searchedTo;          // absolute position; guarded by the console's lock
         private volatile long foundAt = -1;
+        private volatile Runnable onSeen = () -> {};
 
         private Watch(String literal) {
             this.literal = literal;
+        }
+
+        /** Runs {@code action} once when the literal appears; it runs on the console's reader, so keep it short. */
+        public Watch onSeen(Runnable action) {
+            this.onSeen = action;
+            return this;
         }
 
         /** Called under the lock after new text was appended at absolute position {@code from}. */
@@ -261,8 +268,11 @@ public final class Console implements AutoCloseable {
             if (foundAt >= 0) return;
             int start = (int) Math.max(0, Math.min(searchedTo, from) - literal.length() + 1 - dropped);
             int i = text.indexOf(literal, start);
-            if (i >= 0) foundAt = dropped + i;
             searchedTo = dropped + text.length();
+            if (i >= 0) {
+                foundAt = dropped + i;
+                onSeen.run();
+            }
         }
 
         public boolean seen() { return foundAt >= 0; }

@@ -8,6 +8,11 @@ public enum MachineState {
     STARTING,
     RUNNING,
     PAUSED,
+    /**
+     * The guest kernel panicked (seen on the console, or reported by the VMM); the VMM runs on until it exits
+     * or is stopped, and the state stays PANICKED after that.
+     */
+    PANICKED,
     /** A shutdown or kill is under way. */
     STOPPING,
     /** The VMM has exited and everything was cleaned up. */

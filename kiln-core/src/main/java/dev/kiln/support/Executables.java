@@ -10,10 +10,11 @@ public final class Executables {
 
     /** {@code name} itself when it contains a slash, else the first executable of that name on PATH. */
     public static Optional<Path> find(String name) {
-        if (name.contains("/")) return Optional.of(Path.of(name)).filter(Files::isExecutable);
+        if (name.isBlank()) return Optional.empty();
+        if (name.contains("/")) return Optional.of(Path.of(name)).filter(Files::isRegularFile).filter(Files::isExecutable);
         for (String dir : path().split(":")) {
             Path p = Path.of(dir.isEmpty() ? "." : dir, name);
-            if (Files.isExecutable(p)) return Optional.of(p);
+            if (Files.isRegularFile(p) && Files.isExecutable(p)) return Optional.of(p);
         }
         return Optional.empty();
     }

@@ -43,6 +43,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -111,7 +112,7 @@ public final class QemuMachine implements Machine {
         this.id = b.name != null ? b.name : "qemu-" + ProcessHandle.current().pid() + "-" + COUNTER.incrementAndGet();
         this.accel = b.accelerator.resolve();
         this.console = new Console(id);
-        this.panicWatch = console.watch(KERNEL_PANIC);
+        this.panicWatch = console.watch(KERNEL_PANIC).onSeen(() -> Thread.ofVirtual().name("kiln-panic-" + id).start(this::onPanic));
     }
 
     public static Builder builder() {
@@ -500,6 +501,30 @@ public final class QemuMachine implements Machine {
         return Optional.empty();
     }
 
+    /**
+     * The guest kernel panicked: a clear state, a warning, and a {@code GUEST_PANICKED} event in the QMP queue
+     * (QEMU sends its own only with a pvpanic device), with {@code "source": "console"} and the panic line.
+     */
+    private void onPanic() {
+        try {
+            Thread.sleep(50); // let the rest of the panic line arrive
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        String line = panicWatch.line().orElse(KERNEL_PANIC);
+        synchronized (this) {
+            if (state == MachineState.RUNNING || state == MachineState.PAUSED) state = MachineState.PANICKED;
+        }
+        LOG.warn("the guest kernel of {} panicked: {}", id, line);
+        Qmp q = qmp;
+        if (q != null) {
+            ObjectNode data = JsonNodeFactory.instance.objectNode().put("action", "console").put("source", "console").put("line", line);
+            Instant now = Instant.now();
+            ObjectNode raw = JsonNodeFactory.instance.objectNode().put("event", "GUEST_PANICKED").set("data", data);
+            q.post(new Event("GUEST_PANICKED", data, now, raw));
+        }
+    }
+
     private SocketChannel connectAgent() {
         try {
             return SocketChannel.open(UnixDomainSocketAddress.of(agentPath));
@@ -590,7 +615,7 @@ public final class QemuMachine implements Machine {
 
     /** Soft stop (quit, or just wait when {@code hasQuit}), hard kill on failure, cleanup always. */
     private void stop(Duration timeout, boolean hasQuit, String failure) {
-        state = MachineState.STOPPING;
+        if (state != MachineState.PANICKED) state = MachineState.STOPPING;
         try {
             softShutdown(timeout, hasQuit);
         } catch (RuntimeException e) {
@@ -604,7 +629,7 @@ public final class QemuMachine implements Machine {
     @Override
     public void kill() {
         if (!launched()) return;
-        state = MachineState.STOPPING;
+        if (state != MachineState.PANICKED) state = MachineState.STOPPING;
         try {
             hardShutdown();
         } finally {
@@ -667,7 +692,7 @@ public final class QemuMachine implements Machine {
 
     /** QEMU exited: by our hand, the guest's, or a crash. Clean up whoever caused it. */
     private void onProcessExit() {
-        if (state == MachineState.RUNNING || state == MachineState.PAUSED) {
+        if (state == MachineState.RUNNING || state == MachineState.PAUSED || state == MachineState.PANICKED) {
             Thread.ofVirtual().name("kiln-reap-" + id).start(this::cleanup);
         }
     }
@@ -701,11 +726,10 @@ public final class QemuMachine implements Machine {
         finalLog = readLog();
         if (process != null) process.releaseLifeline();
         WorkDir.delete(workDir);
-        guestPanic().ifPresent(line -> LOG.warn("the guest kernel of {} panicked: {}", id, line));
         if (exitStatus != null && !exitStatus.exited() && !(exitStatus.signal() == Posix.SIGKILL && process.killedByUs())) {
             LOG.warn("QEMU {} received signal {}; command: {}", id, exitStatus.signal(), String.join(" ", commandLine));
         }
-        if (state != MachineState.FAILED && state != MachineState.STARTING) state = MachineState.EXITED;
+        if (state != MachineState.FAILED && state != MachineState.STARTING && state != MachineState.PANICKED) state = MachineState.EXITED;
     }
 
     private String readLog() {

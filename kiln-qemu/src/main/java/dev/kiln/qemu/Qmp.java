@@ -177,6 +177,17 @@ public final class Qmp implements AutoCloseable {
         }
     }
 
+    /** Queues an event as if QEMU had sent it: for what Kiln itself notices about the VM (a panic on the console). */
+    void post(Event event) {
+        lock.lock();
+        try {
+            events.add(event);
+            eventArrived.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
     private void dispatch(ObjectNode msg) {
         record("← ", msg);
         if (msg.has("QMP")) {
@@ -185,14 +196,7 @@ public final class Qmp implements AutoCloseable {
             JsonNode ts = msg.path("timestamp");
             Instant when = Instant.ofEpochSecond(ts.path("seconds").asLong(), ts.path("microseconds").asLong() * 1000);
             JsonNode data = msg.has("data") ? msg.get("data") : JsonNodeFactory.instance.objectNode();
-            Event event = new Event(msg.path("event").asText(), data, when, msg);
-            lock.lock();
-            try {
-                events.add(event);
-                eventArrived.signalAll();
-            } finally {
-                lock.unlock();
-            }
+            post(new Event(msg.path("event").asText(), data, when, msg));
         } else if (msg.has("return") || msg.has("error")) {
             JsonNode id = msg.get("id");
             CompletableFuture<ObjectNode> f = id == null ? null : pending.get(id.asText());

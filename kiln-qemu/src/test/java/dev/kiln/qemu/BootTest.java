@@ -100,7 +100,7 @@ class BootTest {
     void consoleIsInteractive() {
         assertThat(vm.console().transcript()).contains("KILN-READY").contains("Linux version");
         vm.console().send("echo kiln-$((6*7))\n");
-        assertThat(vm.console().await(Pattern.compile("kiln-(\\d+)"), Duration.ofSeconds(30)).group(1)).isEqualTo("42");
+        assertThat(vm.console().await(Pattern.compile("kiln-(\\d+)\\r?\\n"), Duration.ofSeconds(30)).group(1)).isEqualTo("42");
         assertThatThrownBy(() -> vm.console().await("never printed", Duration.ofMillis(200)))
                 .isInstanceOf(GuestTimeoutException.class).hasMessageContaining("never printed");
     }
