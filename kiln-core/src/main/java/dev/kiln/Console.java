@@ -143,6 +143,7 @@ public final class Console implements AutoCloseable {
             if (!closed) {
                 closed = true;
                 closedReason = reason;
+                for (Watch w : watches) w.finish();
             }
             changed.signalAll();
         } finally {
@@ -252,12 +253,13 @@ public final class Console implements AutoCloseable {
         private long searchedTo;          // absolute position; guarded by the console's lock
         private volatile long foundAt = -1;
         private volatile Runnable onSeen = () -> {};
+        private boolean notified; // guarded by the console's lock
 
         private Watch(String literal) {
             this.literal = literal;
         }
 
-        /** Runs {@code action} once when the literal appears; it runs on the console's reader, so keep it short. */
+        /** Runs {@code action} once the line with the literal is complete (or the output ended); on the console's reader, under its lock: keep it short. */
         public Watch onSeen(Runnable action) {
             this.onSeen = action;
             return this;
@@ -265,14 +267,27 @@ public final class Console implements AutoCloseable {
 
         /** Called under the lock after new text was appended at absolute position {@code from}. */
         private void scan(long from) {
-            if (foundAt >= 0) return;
-            int start = (int) Math.max(0, Math.min(searchedTo, from) - literal.length() + 1 - dropped);
-            int i = text.indexOf(literal, start);
-            searchedTo = dropped + text.length();
-            if (i >= 0) {
-                foundAt = dropped + i;
-                onSeen.run();
+            if (foundAt < 0) {
+                int start = (int) Math.max(0, Math.min(searchedTo, from) - literal.length() + 1 - dropped);
+                int i = text.indexOf(literal, start);
+                searchedTo = dropped + text.length();
+                if (i >= 0) foundAt = dropped + i;
             }
+            // Tell once the line is whole, so that line() has all of it.
+            if (foundAt >= 0 && !notified) {
+                int i = (int) (foundAt - dropped);
+                if (i < 0 || text.indexOf("\n", i) >= 0) tell();
+            }
+        }
+
+        /** Under the lock: the output ended; tell about a line that never got its newline. */
+        private void finish() {
+            if (foundAt >= 0 && !notified) tell();
+        }
+
+        private void tell() {
+            notified = true;
+            onSeen.run();
         }
 
         public boolean seen() { return foundAt >= 0; }
@@ -311,6 +326,20 @@ public final class Console implements AutoCloseable {
             }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write to console " + name, e);
+        }
+    }
+
+    /**
+     * Waits up to {@code timeout} for the output to end (the VMM closed its side), so that everything it wrote
+     * is read; for use once the VMM has exited, before {@link #close()}.
+     */
+    public void awaitEnd(Duration timeout) {
+        Thread r = reader;
+        if (r == null) return;
+        try {
+            r.join(timeout);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
     }
 

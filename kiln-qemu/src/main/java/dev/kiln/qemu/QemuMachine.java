@@ -112,7 +112,7 @@ public final class QemuMachine implements Machine {
         this.id = b.name != null ? b.name : "qemu-" + ProcessHandle.current().pid() + "-" + COUNTER.incrementAndGet();
         this.accel = b.accelerator.resolve();
         this.console = new Console(id);
-        this.panicWatch = console.watch(KERNEL_PANIC).onSeen(() -> Thread.ofVirtual().name("kiln-panic-" + id).start(this::onPanic));
+        this.panicWatch = console.watch(KERNEL_PANIC).onSeen(this::onPanic);
     }
 
     public static Builder builder() {
@@ -506,22 +506,16 @@ public final class QemuMachine implements Machine {
      * (QEMU sends its own only with a pvpanic device), with {@code "source": "console"} and the panic line.
      */
     private void onPanic() {
-        try {
-            Thread.sleep(50); // let the rest of the panic line arrive
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
+        // On the console's reader, holding its lock: no waiting here, and no lock of this machine's.
         String line = panicWatch.line().orElse(KERNEL_PANIC);
-        synchronized (this) {
-            if (state == MachineState.RUNNING || state == MachineState.PAUSED) state = MachineState.PANICKED;
-        }
+        MachineState now = state;
+        if (now == MachineState.RUNNING || now == MachineState.PAUSED) state = MachineState.PANICKED;
         LOG.warn("the guest kernel of {} panicked: {}", id, line);
         Qmp q = qmp;
         if (q != null) {
             ObjectNode data = JsonNodeFactory.instance.objectNode().put("action", "console").put("source", "console").put("line", line);
-            Instant now = Instant.now();
             ObjectNode raw = JsonNodeFactory.instance.objectNode().put("event", "GUEST_PANICKED").set("data", data);
-            q.post(new Event("GUEST_PANICKED", data, now, raw));
+            q.post(new Event("GUEST_PANICKED", data, Instant.now(), raw));
         }
     }
 
@@ -722,6 +716,7 @@ public final class QemuMachine implements Machine {
             if (process.isAlive()) process.kill();
             exitStatus = process.process().waitFor(Duration.ofSeconds(60)).orElse(null);
         }
+        console.awaitEnd(Duration.ofSeconds(2)); // QEMU is gone: read what it wrote last (a panic, say) first
         console.close();
         finalLog = readLog();
         if (process != null) process.releaseLifeline();

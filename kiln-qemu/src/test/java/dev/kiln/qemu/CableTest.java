@@ -55,6 +55,20 @@ class CableTest {
         assertThat(fetched).isEqualTo(served);
     }
 
+    @Test
+    void setLinkPullsTheCableAsTheGuestSeesItAndPlugsItBack() {
+        QemuMachine a = vms.get(0);
+        a.setLink("sock0", false);
+        try {
+            assertThat(a.guest().exec("cat", "/sys/class/net/eth0/carrier").stdoutText().trim()).isEqualTo("0");
+            assertThat(a.guest().exec("ping", "-c", "2", "-W", "1", "10.0.0.2").exitCode()).isNotZero();
+        } finally {
+            a.setLink("sock0", true);
+        }
+        assertThat(a.guest().exec("cat", "/sys/class/net/eth0/carrier").stdoutText().trim()).isEqualTo("1");
+        assertThat(a.guest().exec("ping", "-c", "3", "-W", "2", "10.0.0.2").orThrow().stdoutText()).contains("3 packets received");
+    }
+
     private static String macOf(QemuMachine vm) {
         return vm.guest().exec("cat", "/sys/class/net/eth0/address").orThrow().stdoutText().trim();
     }
