@@ -44,7 +44,7 @@ public final class WorkDir {
     }
 
     /** "pid start-millis": a pid alone could be reused by another process since. */
-    private static String owner(ProcessHandle p) {
+    static String owner(ProcessHandle p) {
         return p.pid() + " " + p.info().startInstant().map(Instant::toEpochMilli).orElse(0L);
     }
 

@@ -3,10 +3,8 @@ package dev.kiln.qemu;
 import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.GuestException;
-import dev.kiln.GuestImage;
 import dev.kiln.GuestTimeoutException;
 import dev.kiln.MachineState;
-import dev.kiln.image.DefaultImage;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -31,10 +29,7 @@ class BootTest {
 
     @BeforeAll
     static void boot() {
-        GuestImage image = DefaultImage.get(System.out::println);
-        vm = QemuMachine.builder().image(image).memoryMib(256).start();
-        vm.console().await(image.readyMarker(), Duration.ofSeconds(90));
-        vm.guest().awaitReady(Duration.ofSeconds(60));
+        vm = TestGuests.bootReady(QemuMachine.builder().memoryMib(256));
     }
 
     @AfterAll

@@ -35,22 +35,9 @@ class FaultTest {
         LeakCheck.assertNoneLeft();
     }
 
-    static QemuMachine boot(QemuMachine.Builder b) {
-        GuestImage image = DefaultImage.get(System.out::println);
-        QemuMachine vm = b.image(image).start();
-        try {
-            vm.console().await(image.readyMarker(), Duration.ofSeconds(120));
-            vm.guest().awaitReady(Duration.ofSeconds(60));
-            return vm;
-        } catch (RuntimeException e) {
-            vm.close();
-            throw e;
-        }
-    }
-
     @Test
     void vmmKilledDuringAnExecFailsTheExecAtOnceSayingSo() throws Exception {
-        try (QemuMachine vm = boot(QemuMachine.builder());
+        try (QemuMachine vm = TestGuests.bootReady(QemuMachine.builder());
              var pool = Executors.newVirtualThreadPerTaskExecutor()) {
             var running = CompletableFuture.supplyAsync(() -> vm.guest().exec("sleep", "600"), pool);
             Thread.sleep(1000); // let the exec be under way: spawned, its status being polled
@@ -70,7 +57,7 @@ class FaultTest {
 
     @Test
     void aGuestKernelPanicIsDetectedAndReported() {
-        try (QemuMachine vm = boot(QemuMachine.builder())) {
+        try (QemuMachine vm = TestGuests.bootReady(QemuMachine.builder())) {
             assertThat(vm.guestPanic()).isEmpty();
             // The exec never returns: the kernel dies under it, and (panic=-1, -no-reboot) QEMU exits.
             assertThatThrownBy(() -> vm.guest().exec("sh", "-c", "echo c > /proc/sysrq-trigger"))
@@ -89,7 +76,7 @@ class FaultTest {
 
     @Test
     void anAgentKilledInsideTheGuestMakesExecTimeOutSayingItStoppedAnswering() {
-        try (QemuMachine vm = boot(QemuMachine.builder())) {
+        try (QemuMachine vm = TestGuests.bootReady(QemuMachine.builder())) {
             vm.console().send("killall -9 qemu-ga; echo GA-\"\"KILLED\n"); // the quotes keep the echoed input from matching
             vm.console().await("GA-KILLED", Duration.ofSeconds(30));
             var request = ExecRequest.of("true").timeout(Duration.ofSeconds(5)).build();

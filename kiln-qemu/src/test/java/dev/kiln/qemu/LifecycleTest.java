@@ -5,7 +5,6 @@ import dev.kiln.GuestImage;
 import dev.kiln.GuestTimeoutException;
 import dev.kiln.MachineCancelledException;
 import dev.kiln.MachineState;
-import dev.kiln.image.DefaultImage;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
@@ -22,22 +21,16 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 class LifecycleTest {
     static { QemuAvailable.require(); }
 
-    static final GuestImage IMAGE = DefaultImage.get(System.out::println);
+    static final GuestImage IMAGE = TestGuests.image();
 
     @AfterEach
     void noneLeft() {
         LeakCheck.assertNoneLeft();
     }
 
-    static QemuMachine ready(QemuMachine vm) {
-        vm.console().await(IMAGE.readyMarker(), Duration.ofSeconds(120));
-        vm.guest().awaitReady(Duration.ofSeconds(60));
-        return vm;
-    }
-
     @Test
     void pauseStopsTheGuestResumeContinuesItAndResetRebootsIt() {
-        try (QemuMachine vm = ready(QemuMachine.builder().image(IMAGE).start())) {
+        try (QemuMachine vm = TestGuests.bootReady(QemuMachine.builder())) {
             vm.pause();
             assertThat(vm.state()).isEqualTo(MachineState.PAUSED);
             assertThat(vm.command("query-status").path("running").asBoolean()).isFalse();
@@ -50,7 +43,7 @@ class LifecycleTest {
 
             vm.guest().exec("sh", "-c", "echo marker > /run/before-reset").orThrow();
             vm.reset();
-            ready(vm); // the console's cursor is past the first ready marker: this is the second boot's
+            TestGuests.awaitReady(vm, IMAGE); // the console's cursor is past the first ready marker: this is the second boot's
             assertThat(vm.guest().exec("sh", "-c", "test -e /run/before-reset; echo $?").stdoutText())
                     .as("a fresh boot: the tmpfs file is gone").isEqualTo("1\n");
             assertThat(vm.isRunning()).isTrue();
@@ -61,7 +54,7 @@ class LifecycleTest {
     @Test
     void aCancelTokenKillsTheMachineAndTheExecUnderWaySaysItWasCancelled() throws Exception {
         CompletableFuture<Void> token = new CompletableFuture<>();
-        try (QemuMachine vm = ready(QemuMachine.builder().image(IMAGE).cancelOn(token).start());
+        try (QemuMachine vm = TestGuests.bootReady(QemuMachine.builder().cancelOn(token));
              var pool = Executors.newVirtualThreadPerTaskExecutor()) {
             var running = CompletableFuture.supplyAsync(() -> vm.guest().exec("sleep", "600"), pool);
             Thread.sleep(500);

@@ -1,8 +1,5 @@
 package dev.kiln.qemu;
 
-import dev.kiln.ExecResult;
-import dev.kiln.GuestImage;
-import dev.kiln.image.DefaultImage;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -28,10 +25,7 @@ class UserNetworkTest {
 
     @BeforeAll
     static void boot() {
-        GuestImage image = DefaultImage.get(System.out::println);
-        vm = QemuMachine.builder().image(image).microvmPreset().forward(80).channel("org.kiln.test").start();
-        vm.console().await(image.readyMarker(), Duration.ofSeconds(120));
-        vm.guest().awaitReady(Duration.ofSeconds(60));
+        vm = TestGuests.bootReady(QemuMachine.builder().microvmPreset().forward(80).channel("org.kiln.test"));
     }
 
     @AfterAll
