@@ -1,6 +1,8 @@
 package dev.kiln;
 
 import dev.kiln.support.Deadline;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -32,6 +34,7 @@ import java.util.regex.Pattern;
  * later output. {@link #transcript()} always shows everything retained.
  */
 public final class Console implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(Console.class);
     /** Characters kept in memory; older output is only in the tee file. */
     public static final int DEFAULT_RETAINED_CHARS = 4 << 20;
 
@@ -236,7 +239,15 @@ public final class Console implements AutoCloseable {
      * holds the first line it appeared in. Cheap: it searches only new output.
      */
     public Watch watch(String literal) {
-        Watch w = new Watch(literal);
+        return watch(literal, () -> {});
+    }
+
+    /**
+     * {@link #watch(String)}, running {@code onSeen} once the line with the literal is complete (or the output
+     * ended). It runs on the console's reader, under its lock: keep it short and do not wait in it.
+     */
+    public Watch watch(String literal, Runnable onSeen) {
+        Watch w = new Watch(literal, onSeen);
         lock.lock();
         try {
             w.searchedTo = dropped + text.length();
@@ -252,17 +263,12 @@ public final class Console implements AutoCloseable {
         private final String literal;
         private long searchedTo;          // absolute position; guarded by the console's lock
         private volatile long foundAt = -1;
-        private volatile Runnable onSeen = () -> {};
+        private final Runnable onSeen;
         private boolean notified; // guarded by the console's lock
 
-        private Watch(String literal) {
+        private Watch(String literal, Runnable onSeen) {
             this.literal = literal;
-        }
-
-        /** Runs {@code action} once the line with the literal is complete (or the output ended); on the console's reader, under its lock: keep it short. */
-        public Watch onSeen(Runnable action) {
-            this.onSeen = action;
-            return this;
+            this.onSeen = onSeen;
         }
 
         /** Called under the lock after new text was appended at absolute position {@code from}. */
@@ -287,7 +293,12 @@ public final class Console implements AutoCloseable {
 
         private void tell() {
             notified = true;
-            onSeen.run();
+            try {
+                onSeen.run();
+            } catch (RuntimeException e) {
+                // The reader must go on reading, and a closing console must finish closing.
+                LOG.warn("console {}: the action on seeing '{}' failed", name, literal, e);
+            }
         }
 
         public boolean seen() { return foundAt >= 0; }

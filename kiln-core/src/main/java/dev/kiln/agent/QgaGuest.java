@@ -469,7 +469,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
     public void shutdown() {
         Deadline deadline = Deadline.after(DEFAULT_CALL_TIMEOUT);
         String command = "guest-shutdown";
-        if (!tryLock(deadline)) throw timeout(command, "", deadline);
+        if (!tryLock(deadline)) throw busy(command, "", deadline);
         try {
             QgaChannel ch = usableChannel(command);
             if (!inStep || ch.hasUnread()) sync(ch, deadline, command);
@@ -505,7 +505,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
     // ---------------------------------------------------------------- the protocol
 
     private JsonNode request(String command, ObjectNode args, Deadline deadline, String what) {
-        if (!tryLock(deadline)) throw timeout(command, what, deadline);
+        if (!tryLock(deadline)) throw busy(command, what, deadline);
         try {
             QgaChannel ch = usableChannel(command + what);
             if (!inStep || ch.hasUnread()) sync(ch, deadline, command + what);
@@ -668,6 +668,12 @@ public final class QgaGuest implements Guest, AutoCloseable {
                 + (vmm == null ? "" : ": " + vmm)
                 + (tail == null || tail.isBlank() ? "" : "\n  console tail:\n    "
                         + Text.tail(tail, 2000).strip().replace("\n", "\n    ")), null, c.cause());
+    }
+
+    /** Nothing was sent: another call held the connection for the whole time. */
+    private GuestTimeoutException busy(String command, String what, Deadline deadline) {
+        return new GuestTimeoutException("the connection to the guest agent of " + name + " for " + command + what
+                + " (another call held it all that time)", deadline.total(), consoleTail.get());
     }
 
     /** No reply at all to a request: the agent went silent (exited, wedged) or the whole guest is stuck. */

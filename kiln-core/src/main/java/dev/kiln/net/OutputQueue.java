@@ -119,6 +119,8 @@ final class OutputQueue {
             size = released = 0;
             first = frames = releasedFrames = 0;
         }
+        // Dropped frames must not hold back later ones; a kept partial frame is being sent already.
+        lastDue = Long.MIN_VALUE;
         return dropped;
     }
 

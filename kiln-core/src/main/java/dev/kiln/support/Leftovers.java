@@ -11,7 +11,8 @@ import java.util.Set;
 
 /**
  * What this JVM's machines would have left behind if their cleanup failed: VMM processes among its
- * descendants and work dirs it owns. For tests and for checks at the end of a run.
+ * descendants and work dirs it owns. For tests and for checks at the end of a run: a machine still running
+ * counts too, so ask when none should be (not while other tests of the JVM run machines in parallel).
  */
 public final class Leftovers {
     private static final Set<String> VMMS = Set.of("qemu-system", "firecracker", "jailer");

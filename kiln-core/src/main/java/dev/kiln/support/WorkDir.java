@@ -43,9 +43,35 @@ public final class WorkDir {
         }
     }
 
-    /** "pid start-millis": a pid alone could be reused by another process since. */
+    /**
+     * "pid start-millis pid-namespace": a pid alone could have been reused since, and a pid means nothing in
+     * another pid namespace (a container sharing this temp dir).
+     */
     static String owner(ProcessHandle p) {
-        return p.pid() + " " + p.info().startInstant().map(Instant::toEpochMilli).orElse(0L);
+        return p.pid() + " " + p.info().startInstant().map(Instant::toEpochMilli).orElse(0L) + " " + PID_NAMESPACE;
+    }
+
+    private static final String PID_NAMESPACE = pidNamespace();
+
+    private static String pidNamespace() {
+        try {
+            return Files.readSymbolicLink(Path.of("/proc/self/ns/pid")).toString().replace(' ', '_');
+        } catch (IOException | UnsupportedOperationException e) {
+            return "unknown";
+        }
+    }
+
+    /**
+     * True when the owner named in an owner file is certainly gone: same pid namespace, and no process with
+     * that pid, or one that started at another time. Start times are compared within 2 s: the JDK derives them
+     * from the boot time, which moves a little when the clock is stepped.
+     */
+    static boolean ownerGone(String owner) {
+        String[] f = owner.split(" ");
+        if (f.length != 3 || !f[2].equals(PID_NAMESPACE)) return false;
+        long pid = Long.parseLong(f[0]), started = Long.parseLong(f[1]);
+        return ProcessHandle.of(pid).map(p -> p.info().startInstant()
+                .map(i -> Math.abs(i.toEpochMilli() - started) > 2000).orElse(false)).orElse(true);
     }
 
     /** Removes Kiln work dirs under {@code base} whose owning JVM no longer runs; returns how many. */
@@ -60,18 +86,17 @@ public final class WorkDir {
                 } catch (IOException e) {
                     continue; // not ours, or being created right now
                 }
-                String[] f = owner.split(" ");
-                boolean alive;
+                boolean gone;
                 try {
-                    alive = ProcessHandle.of(Long.parseLong(f[0])).map(p -> owner(p).equals(owner)).orElse(false);
+                    gone = ownerGone(owner);
                 } catch (RuntimeException e) {
                     continue; // an owner file we cannot read: leave the dir alone
                 }
-                if (!alive) {
+                if (gone) {
                     try {
                         delete(dir);
                         removed++;
-                        LOG.info("removed {}, left behind by a JVM that is gone (pid {})", dir, f[0]);
+                        LOG.info("removed {}, left behind by a JVM that is gone ({})", dir, owner);
                     } catch (KilnException e) {
                         LOG.warn("cannot remove stale work dir {}: {}", dir, e.getMessage());
                     }

@@ -190,6 +190,8 @@ class NetworkSwitchTest {
             net.delay(pb, delay);
             long start = System.nanoTime();
             for (int i = 0; i < 20; i++) a.send(BROADCAST, "d" + i);
+            // The switch reads on its own thread: the frames must be in before the delay is lifted.
+            awaitTrue(() -> pa.stats().framesIn() == 20, "the switch to read a's 20 frames", pa::stats);
             net.delay(pb, Duration.ZERO);
             a.send(BROADCAST, "after"); // not delayed, but must not overtake the delayed ones
             for (int i = 0; i < 20; i++) assertThat(b.receiveText(ARRIVES)).isEqualTo("d" + i);

@@ -25,11 +25,15 @@ class WorkDirTest {
     void sweepRemovesTheDirsOfOwnersThatAreGoneAndKeepsTheRest() throws IOException {
         Path mine = WorkDir.create(base, "kiln-mine-");
         Path deadOwner = Files.createDirectory(base.resolve("kiln-dead-1"));
-        Files.writeString(deadOwner.resolve(WorkDir.OWNER_FILE), "999999999 0");
+        String ns = WorkDir.owner(ProcessHandle.current()).split(" ")[2];
+        Files.writeString(deadOwner.resolve(WorkDir.OWNER_FILE), "999999999 0 " + ns);
         Files.createDirectories(deadOwner.resolve("sub")).resolve("f").toFile().createNewFile();
         // Our own pid with another start time: the pid was reused, the owner is gone.
         Path reusedPid = Files.createDirectory(base.resolve("kiln-reused-1"));
-        Files.writeString(reusedPid.resolve(WorkDir.OWNER_FILE), ProcessHandle.current().pid() + " 1");
+        Files.writeString(reusedPid.resolve(WorkDir.OWNER_FILE), ProcessHandle.current().pid() + " 1 " + ns);
+        // Another pid namespace (a container sharing the temp dir): its pids mean nothing here, leave it.
+        Path otherNamespace = Files.createDirectory(base.resolve("kiln-container-1"));
+        Files.writeString(otherNamespace.resolve(WorkDir.OWNER_FILE), "999999999 0 pid:[1]");
         Path noOwnerFile = Files.createDirectory(base.resolve("kiln-other-1"));
         Path notKiln = Files.createDirectory(base.resolve("something-else"));
 
@@ -37,6 +41,7 @@ class WorkDirTest {
         assertThat(deadOwner).doesNotExist();
         assertThat(reusedPid).doesNotExist();
         assertThat(mine).exists();
+        assertThat(otherNamespace).exists();
         assertThat(noOwnerFile).exists();
         assertThat(notKiln).exists();
     }

@@ -101,7 +101,8 @@ public final class QemuMachine implements Machine {
     private volatile String finalLog;
     private final AtomicBoolean cleanedUp = new AtomicBoolean();
     private final CompletableFuture<Void> cleaned = new CompletableFuture<>();
-    private volatile String cancelled;
+    private volatile String cancelled;          // written under stateLock
+    private final Object stateLock = new Object(); // orders a cancellation against start() declaring the machine up
     private volatile Map<Integer, Integer> hostPorts = Map.of();
     private final Map<String, SocketChannel> channels = new ConcurrentHashMap<>();
     private final List<ServerSocketChannel> listeners = new ArrayList<>();
@@ -112,7 +113,7 @@ public final class QemuMachine implements Machine {
         this.id = b.name != null ? b.name : "qemu-" + ProcessHandle.current().pid() + "-" + COUNTER.incrementAndGet();
         this.accel = b.accelerator.resolve();
         this.console = new Console(id);
-        this.panicWatch = console.watch(KERNEL_PANIC).onSeen(this::onPanic);
+        this.panicWatch = console.watch(KERNEL_PANIC, this::onPanic);
     }
 
     public static Builder builder() {
@@ -167,6 +168,7 @@ public final class QemuMachine implements Machine {
             LOG.debug("{}: launching {}", id, String.join(" ", commandLine));
             process = VmmProcess.start(commandLine, workDir, logFile, config.extraFds);
             timings.spawnNanos = System.nanoTime() - t0;
+            armCancellation();
             CompletableFuture<ExitStatus> exit = process.onExit();
             Deadline deadline = Deadline.after(config.launchTimeout);
             if (qmpListener != null) {
@@ -187,9 +189,11 @@ public final class QemuMachine implements Machine {
             if (config.agent) {
                 guest = new QgaGuest(this::connectAgent, () -> console.tail(2000), this::vmmState, id);
             }
-            state = config.paused ? MachineState.PAUSED : MachineState.RUNNING;
+            synchronized (stateLock) {
+                if (cancelled != null) throw new KilnException("cancelled");
+                state = config.paused ? MachineState.PAUSED : MachineState.RUNNING;
+            }
             exit.thenRun(this::onProcessExit); // after the state change, so an early death is cleaned up too
-            armCancellation();
             timings.startedNanos = System.nanoTime() - t0;
             return this;
         } catch (RuntimeException | IOException e) {
@@ -202,8 +206,9 @@ public final class QemuMachine implements Machine {
 
     private void armCancellation() {
         if (config.cancelToken != null) {
-            config.cancelToken.whenComplete((v, e) -> cancel("its cancel token completed"
-                    + (e != null ? " exceptionally (" + e + ")" : "")));
+            // Not on the completing thread: cancelling waits for QEMU and cleans up.
+            config.cancelToken.whenCompleteAsync((v, e) -> cancel("its cancel token completed"
+                    + (e != null ? " exceptionally (" + e + ")" : "")), r -> Thread.ofVirtual().name("kiln-cancel-" + id).start(r));
         }
         if (config.timeLimit != null) {
             Thread.ofVirtual().name("kiln-time-limit-" + id).start(() -> {
@@ -223,8 +228,10 @@ public final class QemuMachine implements Machine {
      * with {@link MachineCancelledException}. Idempotent; does nothing once the machine has stopped.
      */
     public void cancel(String reason) {
-        if (process == null || cleanedUp.get() || cancelled != null) return;
-        cancelled = reason;
+        synchronized (stateLock) {
+            if (process == null || cleanedUp.get() || cancelled != null) return;
+            cancelled = reason;
+        }
         LOG.info("{}: cancelled: {}", id, reason);
         kill();
     }
@@ -244,14 +251,24 @@ public final class QemuMachine implements Machine {
 
     /** Reads the forwards QEMU has bound from {@code info usernet} (ports chosen by the kernel included). */
     private void readForwards() {
-        String info = command("human-monitor-command", "command-line", "info usernet").asText();
         Map<Integer, Integer> found = new TreeMap<>();
-        // e.g. "  TCP[HOST_FORWARD]  13       127.0.0.1 40423      10.42.0.10    80     0     0"
-        Matcher m = Pattern.compile("TCP\\[HOST_FORWARD\\]\\s+\\d+\\s+\\S+\\s+(\\d+)\\s+\\S+\\s+(\\d+)").matcher(info);
-        while (m.find()) found.put(Integer.parseInt(m.group(2)), Integer.parseInt(m.group(1)));
+        for (int[] f : boundForwards()) found.put(f[1], f[0]);
         hostPorts = Map.copyOf(found);
         LOG.debug("{}: forwards guest→host {}", id, hostPorts);
     }
+
+    /** The TCP forwards QEMU has bound, as {host port, guest port} pairs, from {@code info usernet}. */
+    private List<int[]> boundForwards() {
+        String info = command("human-monitor-command", "command-line", "info usernet").asText();
+        List<int[]> found = new ArrayList<>();
+        // e.g. "  TCP[HOST_FORWARD]  13       127.0.0.1 40423      10.42.0.10    80     0     0"
+        Matcher m = FORWARD_LINE.matcher(info);
+        while (m.find()) found.add(new int[] {Integer.parseInt(m.group(1)), Integer.parseInt(m.group(2))});
+        return found;
+    }
+
+    private static final Pattern FORWARD_LINE =
+            Pattern.compile("TCP\\[HOST_FORWARD\\]\\s+\\d+\\s+\\S+\\s+(\\d+)\\s+\\S+\\s+(\\d+)");
 
     /** The host port (on 127.0.0.1) that forwards to {@code guestPort}. */
     public int hostPort(int guestPort) {
@@ -275,11 +292,20 @@ public final class QemuMachine implements Machine {
     public synchronized int addForward(int guestPort, int hostPort) {
         requireRunning();
         if (!config.userNetwork) throw new KilnException("machine " + id + " has no user-mode network: build it with userNetwork(true) or forward(...)");
+        List<int[]> before = boundForwards();
         String out = command("human-monitor-command", "command-line",
                 "hostfwd_add " + USER_NETDEV + " " + new Forward(guestPort, hostPort).hostfwd()).asText();
         if (!out.isBlank()) throw new KilnException("QEMU refused to forward guest port " + guestPort + ": " + out.strip());
-        readForwards();
-        return hostPort(guestPort);
+        // The new forward is the one whose host port was not bound before (a guest port may have several).
+        java.util.Set<Integer> known = new java.util.HashSet<>();
+        before.forEach(f -> known.add(f[0]));
+        int added = boundForwards().stream().filter(f -> f[1] == guestPort && !known.contains(f[0])).mapToInt(f -> f[0])
+                .findFirst().orElseThrow(() -> new KilnException("QEMU took the forward of guest port " + guestPort
+                        + " but does not list it in info usernet"));
+        Map<Integer, Integer> now = new TreeMap<>(hostPorts);
+        now.put(guestPort, added);
+        hostPorts = Map.copyOf(now);
+        return added;
     }
 
     // ---- channels --------------------------------------------------------------------------------
@@ -341,17 +367,27 @@ public final class QemuMachine implements Machine {
         try {
             Object first = CompletableFuture.anyOf(accepted, exit).get(deadline.remainingNanos(), TimeUnit.NANOSECONDS);
             if (first instanceof ExitStatus st) {
+                accepted.thenAccept(QemuMachine::closeQuietly); // in case QEMU connected just before it died
                 throw new KilnException("QEMU exited (" + st + ") before opening " + what);
             }
             return (SocketChannel) first;
         } catch (TimeoutException e) {
             t.interrupt();
+            accepted.thenAccept(QemuMachine::closeQuietly);
             throw new KilnException("QEMU did not open " + what + " within " + deadline.total());
         } catch (ExecutionException e) {
             throw new KilnException("waiting for " + what + " failed: " + e.getCause().getMessage(), e.getCause());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new KilnException("interrupted while waiting for " + what, e);
+        }
+    }
+
+    private static void closeQuietly(SocketChannel ch) {
+        try {
+            ch.close();
+        } catch (IOException ignored) {
+            // nothing to do
         }
     }
 
@@ -508,8 +544,9 @@ public final class QemuMachine implements Machine {
     private void onPanic() {
         // On the console's reader, holding its lock: no waiting here, and no lock of this machine's.
         String line = panicWatch.line().orElse(KERNEL_PANIC);
-        MachineState now = state;
-        if (now == MachineState.RUNNING || now == MachineState.PAUSED) state = MachineState.PANICKED;
+        synchronized (stateLock) {
+            if (state == MachineState.RUNNING || state == MachineState.PAUSED) state = MachineState.PANICKED;
+        }
         LOG.warn("the guest kernel of {} panicked: {}", id, line);
         Qmp q = qmp;
         if (q != null) {
@@ -558,22 +595,26 @@ public final class QemuMachine implements Machine {
     public List<Event> events() { return qmp().events(); }
 
     public Event awaitEvent(String name, JsonNode match, Duration timeout) {
-        return qmp().awaitEvent(name, match, timeout);
+        return call(() -> qmp().awaitEvent(name, match, timeout));
     }
 
     @Override
     public void pause() {
         requireRunning();
-        qmp().execute("stop");
-        qmp().awaitEvent("STOP", null, Duration.ofSeconds(10));
+        call(() -> {
+            qmp().execute("stop");
+            return qmp().awaitEvent("STOP", null, Duration.ofSeconds(10));
+        });
         state = MachineState.PAUSED;
     }
 
     @Override
     public void resume() {
         requireRunning();
-        qmp().execute("cont");
-        qmp().awaitEvent("RESUME", null, Duration.ofSeconds(10));
+        call(() -> {
+            qmp().execute("cont");
+            return qmp().awaitEvent("RESUME", null, Duration.ofSeconds(10));
+        });
         state = MachineState.RUNNING;
     }
 
@@ -609,7 +650,7 @@ public final class QemuMachine implements Machine {
 
     /** Soft stop (quit, or just wait when {@code hasQuit}), hard kill on failure, cleanup always. */
     private void stop(Duration timeout, boolean hasQuit, String failure) {
-        if (state != MachineState.PANICKED) state = MachineState.STOPPING;
+        markStopping();
         try {
             softShutdown(timeout, hasQuit);
         } catch (RuntimeException e) {
@@ -620,10 +661,16 @@ public final class QemuMachine implements Machine {
         }
     }
 
+    private void markStopping() {
+        synchronized (stateLock) {
+            if (state == MachineState.RUNNING || state == MachineState.PAUSED) state = MachineState.STOPPING;
+        }
+    }
+
     @Override
     public void kill() {
         if (!launched()) return;
-        if (state != MachineState.PANICKED) state = MachineState.STOPPING;
+        markStopping();
         try {
             hardShutdown();
         } finally {
@@ -636,6 +683,7 @@ public final class QemuMachine implements Machine {
         if (process == null) throw new KilnException("machine " + id + " was never started");
         if (launched()) stop(timeout, true, "machine " + id + " did not exit by itself");
         awaitCleanup();
+        if (exitStatus == null) throw new KilnException("QEMU " + id + " (pid " + process.pid() + ") did not exit, even after SIGKILL");
         return exitStatus.shellCode();
     }
 
@@ -693,7 +741,10 @@ public final class QemuMachine implements Machine {
 
     /** Runs once: closes connections, keeps the log, removes the work dir, reports a surprising death. */
     private void cleanup() {
-        if (!cleanedUp.compareAndSet(false, true)) return;
+        if (!cleanedUp.compareAndSet(false, true)) {
+            awaitCleanup(); // another thread is at it: return when it is done, as if this one had done it
+            return;
+        }
         try {
             releaseEverything();
         } finally {
@@ -703,13 +754,7 @@ public final class QemuMachine implements Machine {
 
     private void releaseEverything() {
         closeListeners();
-        for (SocketChannel ch : channels.values()) {
-            try {
-                ch.close();
-            } catch (IOException ignored) {
-                // closing
-            }
-        }
+        channels.values().forEach(QemuMachine::closeQuietly);
         if (guest != null) guest.close();
         if (qmp != null) qmp.close();
         if (process != null) {
@@ -724,7 +769,9 @@ public final class QemuMachine implements Machine {
         if (exitStatus != null && !exitStatus.exited() && !(exitStatus.signal() == Posix.SIGKILL && process.killedByUs())) {
             LOG.warn("QEMU {} received signal {}; command: {}", id, exitStatus.signal(), String.join(" ", commandLine));
         }
-        if (state != MachineState.FAILED && state != MachineState.STARTING && state != MachineState.PANICKED) state = MachineState.EXITED;
+        synchronized (stateLock) {
+            if (state != MachineState.FAILED && state != MachineState.STARTING && state != MachineState.PANICKED) state = MachineState.EXITED;
+        }
     }
 
     private String readLog() {
@@ -1073,8 +1120,9 @@ public final class QemuMachine implements Machine {
         }
 
         /**
-         * Kills the machine when {@code token} completes (a test's or request's cancellation); operations then
-         * fail with {@link MachineCancelledException}, not an ordinary failure.
+         * Kills the machine when {@code token} completes (a test's or request's cancellation); guest calls, QMP
+         * commands and awaited events under way or later then fail with {@link MachineCancelledException}, not an
+         * ordinary failure (a console wait fails as the console closes; ask {@link QemuMachine#cancellation()}).
          */
         public Builder cancelOn(CompletionStage<?> token) {
             this.cancelToken = token;
@@ -1099,6 +1147,9 @@ public final class QemuMachine implements Machine {
         public Builder shutdownTimeout(Duration d) { this.shutdownTimeout = d; return this; }
 
         public QemuMachine build() {
+            if (!forwards.isEmpty() && !qmp) {
+                throw new IllegalArgumentException("port forwards need QMP (Kiln reads the bound ports from QEMU): drop qmp(false)");
+            }
             if (console == null) console = image != null;
             if (agent == null) agent = image != null;
             if (memoryMib > 1 << 22) throw new IllegalArgumentException("memory of " + memoryMib + " MiB is more than 4 TiB");
