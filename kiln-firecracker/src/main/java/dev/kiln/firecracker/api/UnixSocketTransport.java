@@ -7,7 +7,7 @@ import org.eclipse.jetty.client.HttpClient;
 import org.eclipse.jetty.client.Request;
 import org.eclipse.jetty.io.Transport;
 import org.eclipse.jetty.util.thread.ScheduledExecutorScheduler;
-import org.eclipse.jetty.util.thread.VirtualThreadPool;
+import org.eclipse.jetty.util.thread.QueuedThreadPool;
 
 import java.nio.file.Path;
 import java.time.Duration;
@@ -17,7 +17,7 @@ import java.util.concurrent.TimeoutException;
 
 /**
  * HTTP/1.1 to Firecracker's API socket with Jetty's client. Connections are kept alive and reused
- * (Firecracker answers {@code Connection: keep-alive}); Jetty's threads are virtual or daemon threads, so a
+ * (Firecracker answers {@code Connection: keep-alive}); Jetty's threads are daemon threads, so a
  * transport that is never closed does not hold the JVM up.
  */
 public final class UnixSocketTransport implements ApiTransport {
@@ -30,8 +30,11 @@ public final class UnixSocketTransport implements ApiTransport {
         this.transport = new Transport.TCPUnix(socket);
         this.client = new HttpClient();
         client.setName("kiln-firecracker-api");
-        VirtualThreadPool threads = new VirtualThreadPool();
+        // Platform daemon threads: Jetty's selector blocks in epoll_wait, which would hold a virtual thread's carrier.
+        QueuedThreadPool threads = new QueuedThreadPool(8, 1);
         threads.setName("kiln-firecracker-api");
+        threads.setDaemon(true);
+        threads.setIdleTimeout(5000);
         client.setExecutor(threads);
         client.setScheduler(new ScheduledExecutorScheduler("kiln-firecracker-api-scheduler", true));
         client.setFollowRedirects(false);
