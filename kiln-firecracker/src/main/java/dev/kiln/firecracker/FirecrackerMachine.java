@@ -184,6 +184,7 @@ public final class FirecrackerMachine implements Machine {
             jail = new Jail(config.jailer, id, binary);
             jail.create();
             jail.noteCgroups();
+            fc = fc.withId(null); // the jailer passes its own --id on, and Firecracker refuses a second one
         }
         // Files Firecracker reads or writes: in the work dir, or in the jail (then owned by the jail's user).
         if (config.logFifo) {

@@ -38,7 +38,7 @@ final class LeakCheck {
         for (Path base : jailBases) {
             if (!Files.isDirectory(base)) continue;
             try (Stream<Path> execs = Files.list(base)) {
-                dirs.addAll(execs.toList());
+                dirs.addAll(execs.filter(Files::isDirectory).toList());
             } catch (IOException e) {
                 throw new AssertionError(e);
             }
