@@ -235,7 +235,8 @@ public final class FirecrackerMachine implements Machine {
             }
             List<String> vmm;
             if (jail == null) {
-                vmm = fc.toList();
+                vmm = new ArrayList<>(config.commandPrefix);
+                vmm.addAll(fc.toList());
             } else {
                 List<String> jailerArgv = config.jailer.commandLine(id, binary, fc.arguments());
                 if (!config.jailer.forks()) {
@@ -428,6 +429,29 @@ public final class FirecrackerMachine implements Machine {
         if (state != MachineState.RUNNING && state != MachineState.PAUSED) {
             throw new KilnException("machine " + id + " is " + state + ", not running");
         }
+    }
+
+    /**
+     * The seed's configuration shortcuts ({@code basic_config}, drives, interfaces, vsock, snapshot flows),
+     * with host files put where Firecracker can see them (into the jail when jailed).
+     */
+    public MicrovmSetup setup() {
+        return new MicrovmSetup(api(), this::resource);
+    }
+
+    /** The path Firecracker is given for host file {@code file}: itself, or its jailed path (linked or copied in). */
+    public String resource(Path file, boolean writable) {
+        return jail != null ? jail.put(file, writable) : file.toAbsolutePath().toString();
+    }
+
+    /** Pins Firecracker's threads (VMM, API, vCPUs) to CPUs. */
+    public CpuPinning cpuPinning() {
+        return new CpuPinning(pid().orElseThrow(() -> new KilnException("machine " + id + " is not running")));
+    }
+
+    /** The vsock device's host socket for {@code udsPath} as Firecracker was given it (inside the jail when jailed). */
+    public Path hostPathOf(String firecrackerPath) {
+        return jail != null ? jail.hostPath(firecrackerPath) : Path.of(firecrackerPath);
     }
 
     // ---- logs and metrics ------------------------------------------------------------------------
@@ -788,6 +812,7 @@ public final class FirecrackerMachine implements Machine {
         private boolean bootTimer;
         private boolean bootGuest;
         private final List<String> extraArgs = new ArrayList<>();
+        private final List<String> commandPrefix = new ArrayList<>();
         private final List<ConfigStep> steps = new ArrayList<>();
         private Path consoleLog;
         private Duration launchTimeout = Duration.ofSeconds(30);
@@ -837,6 +862,13 @@ public final class FirecrackerMachine implements Machine {
 
         /** {@code --boot-timer}. */
         public Builder bootTimer(boolean on) { this.bootTimer = on; return this; }
+
+        /** Runs a directly started Firecracker in {@code ns} (a jailed one: {@link Jailer#withNetns}). */
+        public Builder netns(dev.kiln.firecracker.net.NetworkNamespace ns) {
+            commandPrefix.clear();
+            commandPrefix.addAll(ns.execPrefix());
+            return this;
+        }
 
         /** Arguments appended to Firecracker's own. */
         public Builder args(String... more) { extraArgs.addAll(List.of(more)); return this; }
