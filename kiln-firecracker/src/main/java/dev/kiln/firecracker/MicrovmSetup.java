@@ -1,6 +1,5 @@
 package dev.kiln.firecracker;
 
-import dev.kiln.KilnException;
 import dev.kiln.firecracker.api.FirecrackerApi;
 import dev.kiln.firecracker.api.model.BootSource;
 import dev.kiln.firecracker.api.model.CpuTemplate;
@@ -117,10 +116,9 @@ public final class MicrovmSetup {
 
     /**
      * The seed's {@code restore_from_snapshot}: puts memory, state and the disks the snapshot refers to
-     * where Firecracker can see them, loads it and resumes the VM.
+     * where Firecracker can see them (an initrd-only guest has none), loads it and resumes the VM.
      */
     public void restoreFromSnapshot(Path mem, Path vmState, List<Path> disks, boolean trackDirtyPages) {
-        if (disks.isEmpty()) throw new KilnException("a snapshot restore needs the disks the snapshot was taken with");
         String jailedMem = resources.map(mem, false);
         String jailedState = resources.map(vmState, false);
         for (Path disk : disks) resources.map(disk, true);

@@ -60,10 +60,20 @@ final class Binaries {
      */
     static void requireBootableKvm() {
         firecracker();
+        Assumptions.assumeTrue(kvmBootable(), "booting a guest needs real KVM (kvm_intel or kvm_amd, not kvm_pvm): " + kvmDescription());
+    }
+
+    static boolean kvmBootable() {
         boolean kvm = Files.isReadable(Path.of("/dev/kvm")) && Files.isWritable(Path.of("/dev/kvm"));
         boolean pvm = Files.exists(Path.of("/sys/module/kvm_pvm"));
         boolean hw = Files.exists(Path.of("/sys/module/kvm_intel")) || Files.exists(Path.of("/sys/module/kvm_amd"));
-        Assumptions.assumeTrue(kvm && hw && !pvm, "booting a guest needs real KVM (kvm_intel or kvm_amd, not kvm_pvm); this host has "
-                + (!kvm ? "no usable /dev/kvm" : pvm ? "kvm_pvm" : "no hardware KVM module"));
+        return kvm && hw && !pvm;
+    }
+
+    static String kvmDescription() {
+        boolean kvm = Files.isReadable(Path.of("/dev/kvm")) && Files.isWritable(Path.of("/dev/kvm"));
+        boolean pvm = Files.exists(Path.of("/sys/module/kvm_pvm"));
+        boolean hw = Files.exists(Path.of("/sys/module/kvm_intel")) || Files.exists(Path.of("/sys/module/kvm_amd"));
+        return "this host has " + (!kvm ? "no usable /dev/kvm" : pvm ? "kvm_pvm" : "no hardware KVM module");
     }
 }
