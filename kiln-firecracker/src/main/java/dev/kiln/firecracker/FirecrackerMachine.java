@@ -449,7 +449,7 @@ public final class FirecrackerMachine implements Machine {
         return new CpuPinning(pid().orElseThrow(() -> new KilnException("machine " + id + " is not running")));
     }
 
-    /** The vsock device's host socket for {@code udsPath} as Firecracker was given it (inside the jail when jailed). */
+    /** The host path of a path Firecracker was given (e.g. a vsock {@code uds_path}): inside the jail when jailed. */
     public Path hostPathOf(String firecrackerPath) {
         return jail != null ? jail.hostPath(firecrackerPath) : Path.of(firecrackerPath);
     }

@@ -17,7 +17,6 @@ import dev.kiln.firecracker.kernel.Vmlinux;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.os.Affinity;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -45,9 +44,10 @@ class RunningInstanceTest {
     @TempDir
     Path tmp;
 
-    @BeforeAll
-    static void kernel() {
+    /** Skips without a binary (each test shows the reason); builds the image and its vmlinux once. */
+    private static synchronized void requireKernel() {
         Binaries.firecracker();
+        if (vmlinux != null) return;
         image = DefaultImage.get(System.out::println);
         vmlinux = Vmlinux.cached(image.kernel(), Path.of(System.getProperty("user.home"), ".cache", "kiln", "vmlinux"));
     }
@@ -63,6 +63,7 @@ class RunningInstanceTest {
     }
 
     private static FirecrackerMachine.Builder started(Consumer<FirecrackerMachine> moreConfig) {
+        requireKernel();
         return FirecrackerMachine.builder().binary(Binaries.firecracker()).expectKillBySignal(true).shutdownTimeout(Duration.ofSeconds(2))
                 .configure("basic config", m -> m.setup().basicConfig(basic().withTrackDirtyPages(true)))
                 .configure("more", moreConfig).bootGuest(true);

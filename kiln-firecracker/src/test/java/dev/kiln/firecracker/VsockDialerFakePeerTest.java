@@ -83,6 +83,7 @@ class VsockDialerFakePeerTest {
     void silenceTimesOut() throws Exception {
         Path uds = tmp.resolve("v.sock");
         try (ServerSocketChannel server = server(uds)) { // never accepts: the connection waits in the backlog, unanswered
+            assertThat(server.isOpen()).isTrue();
             assertThatThrownBy(() -> VsockDialer.dial(uds, 7, Duration.ofMillis(300))).isInstanceOf(KilnException.class)
                     .hasMessageContaining("no answer to CONNECT 7");
         }
