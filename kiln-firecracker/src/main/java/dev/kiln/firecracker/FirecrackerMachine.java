@@ -92,6 +92,8 @@ public final class FirecrackerMachine implements Machine {
     private volatile ExitStatus exitStatus;
     private volatile String finalStderr;
     private volatile boolean interceptedSignal;
+    /** Whether a signal ending Firecracker is expected (the builder's setting, or because Kiln sent one). */
+    private volatile boolean expectKillBySignal;
     private final List<String> checkFailures = new ArrayList<>();
     private final AtomicBoolean cleanedUp = new AtomicBoolean();
     private final CompletableFuture<Void> cleanupDone = new CompletableFuture<>();
@@ -101,6 +103,7 @@ public final class FirecrackerMachine implements Machine {
         this.config = b;
         this.id = b.id != null ? Jailer.requireJailId(b.id) : "kiln-fc-" + ProcessHandle.current().pid() + "-" + COUNTER.incrementAndGet();
         this.console = new Console(id);
+        this.expectKillBySignal = b.expectKillBySignal;
     }
 
     public static Builder builder() {
@@ -571,7 +574,7 @@ public final class FirecrackerMachine implements Machine {
         if (guestRunning) {
             api.sendCtrlAltDel();
         } else {
-            config.expectKillBySignal = true; // a SIGTERM from us is no surprise
+            expectKillBySignal = true; // a SIGTERM from us is no surprise
             if (!Posix.kill(firecrackerPid, Posix.SIGTERM)) return;
         }
         if (!awaitFirecrackerExit(timeout)) {
@@ -584,7 +587,7 @@ public final class FirecrackerMachine implements Machine {
     public void kill() {
         if (!launched()) return;
         state = MachineState.STOPPING;
-        config.expectKillBySignal = true;
+        expectKillBySignal = true;
         hardKill();
         cleanup();
         throwCheckFailures();
@@ -693,7 +696,7 @@ public final class FirecrackerMachine implements Machine {
     private synchronized void runChecks() {
         String log = log();
         interceptedSignal = log.contains(INTERCEPTED_SIGNAL);
-        if (interceptedSignal && !config.expectKillBySignal) {
+        if (interceptedSignal && !expectKillBySignal) {
             LOG.error("Firecracker {} was ended by a signal it intercepted; its log:\n{}", id, log);
             if (config.failOnInterceptedSignal) checkFailures.add("Firecracker logged '" + INTERCEPTED_SIGNAL + "'");
         }
@@ -818,7 +821,7 @@ public final class FirecrackerMachine implements Machine {
         private Duration launchTimeout = Duration.ofSeconds(30);
         private Duration apiTimeout = FirecrackerApi.DEFAULT_TIMEOUT;
         private Duration shutdownTimeout = Duration.ofSeconds(30);
-        private volatile boolean expectKillBySignal;
+        private boolean expectKillBySignal;
         private boolean failOnInterceptedSignal;
         private Duration maxApiCallDuration;
         private int memoryMonitorThresholdMib = -1;
