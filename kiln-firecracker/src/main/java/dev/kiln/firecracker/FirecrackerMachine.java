@@ -15,6 +15,7 @@ import dev.kiln.firecracker.api.FirecrackerApi;
 import dev.kiln.firecracker.api.model.FullVmConfiguration;
 import dev.kiln.firecracker.api.model.InstanceState;
 import dev.kiln.firecracker.api.model.LoggerConfig;
+import dev.kiln.firecracker.net.NetworkNamespace;
 import dev.kiln.os.ExitStatus;
 import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
@@ -42,6 +43,7 @@ import java.util.OptionalLong;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Consumer;
@@ -618,7 +620,7 @@ public final class FirecrackerMachine implements Machine {
             if (handle.isPresent()) {
                 try {
                     handle.get().onExit().get(d.remainingNanos(), TimeUnit.NANOSECONDS);
-                } catch (java.util.concurrent.TimeoutException e) {
+                } catch (TimeoutException e) {
                     return false;
                 } catch (Exception e) {
                     throw new KilnException("waiting for Firecracker pid " + firecrackerPid + " failed: " + e.getMessage(), e);
@@ -867,7 +869,7 @@ public final class FirecrackerMachine implements Machine {
         public Builder bootTimer(boolean on) { this.bootTimer = on; return this; }
 
         /** Runs a directly started Firecracker in {@code ns} (a jailed one: {@link Jailer#withNetns}). */
-        public Builder netns(dev.kiln.firecracker.net.NetworkNamespace ns) {
+        public Builder netns(NetworkNamespace ns) {
             commandPrefix.clear();
             commandPrefix.addAll(ns.execPrefix());
             return this;

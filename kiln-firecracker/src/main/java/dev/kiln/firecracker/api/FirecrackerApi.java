@@ -40,6 +40,7 @@ import dev.kiln.firecracker.api.model.Vsock;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -354,7 +355,7 @@ public final class FirecrackerApi implements AutoCloseable {
         if (answerType == null || response.body().length == 0) return null;
         try {
             return json.readValue(response.body(), answerType);
-        } catch (java.io.IOException e) {
+        } catch (IOException e) {
             throw new KilnException("cannot read Firecracker's answer to " + method + " " + path + " as "
                     + answerType.getSimpleName() + ": " + (e instanceof JsonProcessingException j ? j.getOriginalMessage() : e.getMessage()) + "; body: "
                     + Text.tail(new String(response.body(), StandardCharsets.UTF_8), 500), e);
@@ -368,7 +369,7 @@ public final class FirecrackerApi implements AutoCloseable {
             if (node != null && node.isObject() && node.path("fault_message").isTextual()) {
                 fault = json.treeToValue(node, ApiError.class).faultMessage();
             }
-        } catch (java.io.IOException notJson) {
+        } catch (IOException notJson) {
             // Firecracker's answer to an unsupported HTTP method is not valid JSON: keep it raw.
         }
         return new FirecrackerApiException(method, path, response.status(), fault, response.body());
