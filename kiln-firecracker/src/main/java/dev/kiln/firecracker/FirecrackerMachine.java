@@ -9,6 +9,7 @@ import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
 import dev.kiln.Machine;
 import dev.kiln.MachineState;
+import dev.kiln.agent.QgaGuest;
 import dev.kiln.Text;
 import dev.kiln.firecracker.api.ApiJson;
 import dev.kiln.firecracker.api.FirecrackerApi;
@@ -91,6 +92,7 @@ public final class FirecrackerMachine implements Machine {
     private volatile long firecrackerPid;
     private FirecrackerApi api;
     private MemoryMonitor memoryMonitor;
+    private QgaGuest guest;
     private volatile ExitStatus exitStatus;
     private volatile String finalStderr;
     private volatile boolean interceptedSignal;
@@ -149,7 +151,10 @@ public final class FirecrackerMachine implements Machine {
         Deadline deadline = Deadline.after(config.launchTimeout);
         try {
             spawn(deadline);
-            for (ConfigStep step : config.steps) {
+            List<ConfigStep> steps = new ArrayList<>();
+            if (config.agentPort >= 0) steps.add(new ConfigStep("vsock for the guest agent", m -> m.addAgentVsock()));
+            steps.addAll(config.steps);
+            for (ConfigStep step : steps) {
                 try {
                     step.action().accept(this);
                 } catch (RuntimeException e) {
@@ -393,6 +398,19 @@ public final class FirecrackerMachine implements Machine {
     }
 
     // ---- the guest -------------------------------------------------------------------------------
+
+    /** The Firecracker-side path of the agent's vsock socket. */
+    private String agentVsockPath() {
+        return jail != null ? "/kiln-vsock.sock" : workDir.resolve("vsock.sock").toString();
+    }
+
+    private void addAgentVsock() {
+        setup().addVsock(config.agentCid, agentVsockPath());
+        Path hostUds = hostPathOf(agentVsockPath());
+        // A booted guest answers CONNECT within milliseconds; a short dial keeps awaitReady's retries inside its budget.
+        guest = new QgaGuest(() -> VsockDialer.dial(hostUds, config.agentPort, Duration.ofSeconds(2)),
+                () -> console.tail(2000), id);
+    }
 
     /**
      * Boots the configured guest ({@code PUT /actions InstanceStart}) and checks, like the seed, that the
@@ -674,6 +692,7 @@ public final class FirecrackerMachine implements Machine {
 
     private void cleanupOnce() {
         if (memoryMonitor != null) memoryMonitor.stop();
+        if (guest != null) guest.close();
         if (api != null) api.close();
         if (process != null) {
             if (process.isAlive() || (firecrackerPid != process.pid() && ProcessHandle.of(firecrackerPid).isPresent())) hardKill();
@@ -761,13 +780,21 @@ public final class FirecrackerMachine implements Machine {
     @Override public Console console() { return console; }
 
     /**
-     * Not available yet: commands in a Firecracker guest go through qemu-guest-agent over vsock, which needs
-     * a booted guest whose image starts the agent on vsock.
+     * The guest agent: qemu-guest-agent reached over vsock ({@link Builder#agentOverVsock}), through
+     * Firecracker's {@code CONNECT} handshake. The guest must run the agent on that vsock port.
      */
     @Override
     public Guest guest() {
-        throw new KilnException("machine " + id + " has no guest agent: Guest on Firecracker needs a booted guest with "
-                + "the vsock agent (qemu-guest-agent on vsock), which Kiln does not set up yet; use console() or api()");
+        if (guest == null) {
+            throw new KilnException("machine " + id + " has no guest agent: Guest on Firecracker needs a booted guest that "
+                    + "runs qemu-guest-agent on vsock, and the machine built with agentOverVsock(cid, port); use console() or api()");
+        }
+        return guest;
+    }
+
+    /** The agent client, with QGA's raw commands. */
+    public QgaGuest agent() {
+        return (QgaGuest) guest();
     }
 
     /** Firecracker's log (from the FIFO) followed by its stderr (where it writes fatal errors). */
@@ -828,6 +855,8 @@ public final class FirecrackerMachine implements Machine {
         private Duration maxApiCallDuration;
         private int memoryMonitorThresholdMib = -1;
         private Duration memoryMonitorInterval = Duration.ofMillis(250);
+        private int agentCid = 3;
+        private int agentPort = -1;
 
         /** The Firecracker binary; default {@code FIRECRACKER_BIN}, else {@code firecracker} on PATH. */
         public Builder binary(String path) { this.binary = path; return this; }
@@ -925,9 +954,22 @@ public final class FirecrackerMachine implements Machine {
             return this;
         }
 
+        /**
+         * Adds a vsock device (guest CID {@code guestCid}) and makes {@link FirecrackerMachine#guest()} talk to
+         * qemu-guest-agent on vsock port {@code port} of the guest. The image must start the agent there
+         * (e.g. {@code qemu-ga -m vsock-listen -p 4294967295:PORT}).
+         */
+        public Builder agentOverVsock(int guestCid, int port) {
+            if (guestCid < 3) throw new IllegalArgumentException("guest CIDs start at 3, got " + guestCid);
+            if (port < 0) throw new IllegalArgumentException("vsock port must not be negative: " + port);
+            this.agentCid = guestCid;
+            this.agentPort = port;
+            return this;
+        }
+
         public FirecrackerMachine build() {
             if (noApi && configFile == null) throw new IllegalArgumentException("noApi(true) needs configFile(...): without the API there is no other way to configure the microVM");
-            if (noApi && (bootGuest || !steps.isEmpty())) throw new IllegalArgumentException("noApi(true) excludes configuration steps and bootGuest: the config file boots the microVM");
+            if (noApi && (bootGuest || !steps.isEmpty() || agentPort >= 0)) throw new IllegalArgumentException("noApi(true) excludes configuration steps and bootGuest: the config file boots the microVM");
             if (maxApiCallDuration != null && !logFifo) throw new IllegalArgumentException("checkApiCallDurations needs the log FIFO");
             return new FirecrackerMachine(this);
         }

@@ -420,7 +420,18 @@ class FirecrackerMachineTest {
     @Test
     void guestNeedsTheVsockAgent() {
         try (FirecrackerMachine vm = machine().build().start()) {
-            assertThatThrownBy(vm::guest).hasMessageContaining("vsock agent");
+            assertThatThrownBy(vm::guest).hasMessageContaining("qemu-guest-agent on vsock").hasMessageContaining("agentOverVsock");
+        }
+    }
+
+    @Test
+    void theAgentOverVsockIsWiredButNeedsABootedGuest() {
+        try (FirecrackerMachine vm = machine().agentOverVsock(3, 1024).build().start()) {
+            assertThat(vm.api().getExportVmConfig().vsock().guestCid()).isEqualTo(3);
+            assertThat(vm.workDir().resolve("vsock.sock")).exists();
+            // No guest runs: the agent cannot answer, and the wait says so within its timeout.
+            assertThatThrownBy(() -> vm.guest().awaitReady(Duration.ofSeconds(3))).isInstanceOf(GuestTimeoutException.class)
+                    .hasMessageContaining("guest agent");
         }
     }
 }
