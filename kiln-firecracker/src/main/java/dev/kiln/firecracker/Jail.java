@@ -1,0 +1,181 @@
+package dev.kiln.firecracker;
+
+import dev.kiln.KilnException;
+import dev.kiln.support.WorkDir;
+
+import java.io.IOException;
+import java.nio.file.FileSystemException;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.PosixFilePermission;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+
+/**
+ * The chroot of one jailed microVM: {@code <chrootBaseDir>/<exec file name>/<id>/root}. Resources go in as
+ * hard links when Firecracker's user may already use the file (a link shares owner and mode with the
+ * original, so Kiln never changes a user's file), otherwise as copies owned by that user. Firecracker is
+ * given their jailed paths ({@code /name}).
+ */
+public final class Jail {
+    private final Jailer jailer;
+    private final String id;
+    private final Path execFile;
+    private final Path jailDir;
+    private final Path root;
+    private final List<Path> cgroupDirs = new ArrayList<>();
+
+    Jail(Jailer jailer, String id, Path execFile) {
+        this.jailer = jailer;
+        this.id = Jailer.requireJailId(id);
+        this.execFile = execFile;
+        this.jailDir = jailer.chrootBaseDir().resolve(execFile.getFileName().toString()).resolve(id);
+        this.root = jailDir.resolve("root");
+    }
+
+    /** Creates the (empty) chroot, so that FIFOs and resources can go in before the jailer runs. */
+    void create() {
+        if (Files.exists(jailDir)) {
+            throw new KilnException("jail " + jailDir + " already exists: another microVM with id '" + id
+                    + "' runs, or a crashed one left it; the jailer would refuse it");
+        }
+        try {
+            Files.createDirectories(root);
+        } catch (IOException e) {
+            throw new KilnException("cannot create jail " + root + ": " + e.getMessage(), e);
+        }
+    }
+
+    public Path root() { return root; }
+
+    /** {@code <chrootBaseDir>/<exec file name>/<id>}: removed whole on cleanup. */
+    public Path jailDir() { return jailDir; }
+
+    /** The host path of a path inside the jail, e.g. {@code /run/firecracker.socket}. */
+    public Path hostPath(String jailedPath) {
+        String rel = jailedPath.startsWith("/") ? jailedPath.substring(1) : jailedPath;
+        Path p = root.resolve(rel).normalize();
+        if (!p.startsWith(root)) throw new IllegalArgumentException(jailedPath + " leaves the jail");
+        return p;
+    }
+
+    /** Where the jailer writes Firecracker's host pid: {@code <root>/<exec file name>.pid}. */
+    public Path pidFile() {
+        return root.resolve(execFile.getFileName() + ".pid");
+    }
+
+    /**
+     * Puts {@code hostFile} into the jail and returns its jailed path ({@code /name}). {@code writable}:
+     * whether Firecracker must write it (a read-write drive, a snapshot it creates).
+     */
+    public String put(Path hostFile, boolean writable) {
+        String name = hostFile.getFileName().toString();
+        Path target = root.resolve(name);
+        if (Files.exists(target, LinkOption.NOFOLLOW_LINKS)) {
+            try {
+                if (Files.isSameFile(target, hostFile)) return "/" + name;
+            } catch (IOException ignored) {
+                // fall through to the clear error
+            }
+            throw new KilnException("jail " + root + " already has a different file named " + name + "; rename " + hostFile);
+        }
+        try {
+            if (!usableAsIs(hostFile, writable) || !tryLink(target, hostFile)) {
+                Files.copy(hostFile, target, StandardCopyOption.COPY_ATTRIBUTES);
+                handOver(target);
+            }
+            return "/" + name;
+        } catch (IOException e) {
+            throw new KilnException("cannot put " + hostFile + " into jail " + root + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Makes a file Kiln created in the jail (a FIFO, the config file) Firecracker's. */
+    void handOver(Path inJail) {
+        try {
+            Files.setAttribute(inJail, "unix:uid", jailer.uid(), LinkOption.NOFOLLOW_LINKS);
+            Files.setAttribute(inJail, "unix:gid", jailer.gid(), LinkOption.NOFOLLOW_LINKS);
+        } catch (IOException e) {
+            throw new KilnException("cannot hand " + inJail + " to uid " + jailer.uid() + " (the jailer needs root): " + e.getMessage(), e);
+        }
+    }
+
+    /** Whether Firecracker's user can use the file through a link, without a change of owner or mode. */
+    private boolean usableAsIs(Path file, boolean writable) throws IOException {
+        int owner = (Integer) Files.getAttribute(file, "unix:uid");
+        int group = (Integer) Files.getAttribute(file, "unix:gid");
+        Set<PosixFilePermission> perms = Files.getPosixFilePermissions(file);
+        if (owner == jailer.uid()) return perms.contains(PosixFilePermission.OWNER_READ)
+                && (!writable || perms.contains(PosixFilePermission.OWNER_WRITE));
+        if (group == jailer.gid()) return perms.contains(PosixFilePermission.GROUP_READ)
+                && (!writable || perms.contains(PosixFilePermission.GROUP_WRITE));
+        return perms.contains(PosixFilePermission.OTHERS_READ) && (!writable || perms.contains(PosixFilePermission.OTHERS_WRITE));
+    }
+
+    private static boolean tryLink(Path link, Path existing) throws IOException {
+        try {
+            Files.createLink(link, existing);
+            return true;
+        } catch (FileSystemException e) {
+            return false; // another file system (EXDEV) or links not allowed: copy instead
+        }
+    }
+
+    /** Remembers the cgroup directories the jailer will create, to remove them after. */
+    void noteCgroups() {
+        if (jailer.cgroups().isEmpty()) return;
+        String parent = jailer.parentCgroup() != null ? jailer.parentCgroup() : execFile.getFileName().toString();
+        Path base = Path.of("/sys/fs/cgroup");
+        int version = jailer.cgroupVersion() != null ? jailer.cgroupVersion() : 1;
+        if (version == 2) {
+            cgroupDirs.add(base.resolve(parent).resolve(id));
+        } else {
+            for (String c : jailer.cgroups()) {
+                String controller = c.substring(0, c.indexOf('.'));
+                Path dir = base.resolve(controller).resolve(parent).resolve(id);
+                if (!cgroupDirs.contains(dir)) cgroupDirs.add(dir);
+            }
+        }
+    }
+
+    /** Removes the jail and the microVM's cgroups; call once Firecracker is gone. */
+    void cleanup(Duration cgroupTimeout) {
+        WorkDir.delete(jailDir);
+        for (Path dir : cgroupDirs) removeCgroup(dir, cgroupTimeout, jailer.parentCgroup() == null);
+    }
+
+    private static void removeCgroup(Path dir, Duration timeout, boolean removeParent) {
+        // A cgroup can only be removed once its last process has been reaped by the kernel; that can lag a little.
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (Files.exists(dir)) {
+            try {
+                Files.delete(dir);
+            } catch (IOException e) {
+                if (System.nanoTime() - deadline > 0) {
+                    throw new KilnException("cannot remove cgroup " + dir + ": " + e.getMessage(), e);
+                }
+                try {
+                    Thread.sleep(20);
+                } catch (InterruptedException ie) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
+        if (!removeParent) return; // a parent cgroup the user named is theirs
+        try {
+            Files.deleteIfExists(dir.getParent()); // the per-exec parent the jailer made, once no other microVM uses it
+        } catch (IOException ignored) {
+            // not empty: another microVM's cgroup is in it
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Jail[" + root + "]";
+    }
+}

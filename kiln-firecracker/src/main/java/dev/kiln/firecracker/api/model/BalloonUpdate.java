@@ -1,0 +1,4 @@
+package dev.kiln.firecracker.api.model;
+
+/** {@code BalloonUpdate}: a new target size for the balloon. */
+public record BalloonUpdate(Integer amountMib) {}

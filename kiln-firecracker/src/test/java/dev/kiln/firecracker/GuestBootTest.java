@@ -1,0 +1,43 @@
+package dev.kiln.firecracker;
+
+import dev.kiln.GuestImage;
+import dev.kiln.MachineState;
+import dev.kiln.firecracker.kernel.Vmlinux;
+import dev.kiln.image.DefaultImage;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.regex.Pattern;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * The default image booting under Firecracker to its ready marker on the serial console, and a graceful
+ * shutdown through Ctrl-Alt-Del. Needs real KVM: skipped (with that reason) on kvm_pvm hosts.
+ */
+class GuestBootTest {
+    @AfterEach
+    void nothingLeft() {
+        LeakCheck.assertNoneLeft();
+    }
+
+    @Test
+    void theDefaultImageBootsToItsMarkerAndShutsDownGracefully() {
+        Binaries.requireBootableKvm();
+        GuestImage image = DefaultImage.get(System.out::println);
+        Path vmlinux = Vmlinux.cached(image.kernel(), Path.of(System.getProperty("user.home"), ".cache", "kiln", "vmlinux"));
+        FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker())
+                .configure("basic config", m -> m.setup().basicConfig(MicrovmSetup.BasicConfig
+                        .of(vmlinux, "console=ttyS0 reboot=k panic=1 " + image.cmdline()).withInitrd(image.initrd()).withSize(1, 256)))
+                .bootGuest(true).build();
+        try (vm) {
+            vm.start();
+            vm.console().await(Pattern.compile(Pattern.quote(image.readyMarker())), Duration.ofSeconds(60));
+            vm.shutdown(Duration.ofSeconds(30)); // SendCtrlAltDel: the guest reboots, and Firecracker exits on reboot
+        }
+        assertThat(vm.state()).isEqualTo(MachineState.EXITED);
+        assertThat(vm.exitCode()).hasValue(0);
+    }
+}
