@@ -4,12 +4,14 @@ import com.fasterxml.jackson.databind.JsonNode;
 import dev.kiln.AbnormalShutdownException;
 import dev.kiln.Console;
 import dev.kiln.Guest;
+import dev.kiln.GuestImage;
 import dev.kiln.GuestTimeoutException;
 import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
 import dev.kiln.Machine;
 import dev.kiln.MachineState;
 import dev.kiln.agent.QgaGuest;
+import dev.kiln.firecracker.kernel.Vmlinux;
 import dev.kiln.Text;
 import dev.kiln.firecracker.api.ApiJson;
 import dev.kiln.firecracker.api.FirecrackerApi;
@@ -66,6 +68,8 @@ import java.util.regex.Pattern;
  * {@link #flushMetrics()}).
  */
 public final class FirecrackerMachine implements Machine {
+    /** The vsock port {@link Builder#image} tells the image's agent to listen on. */
+    public static final int IMAGE_AGENT_PORT = 1024;
     private static final Logger LOG = LoggerFactory.getLogger(FirecrackerMachine.class);
     private static final Logger VMM_LOG = LoggerFactory.getLogger("dev.kiln.firecracker.vmm");
     private static final AtomicInteger COUNTER = new AtomicInteger();
@@ -965,6 +969,24 @@ public final class FirecrackerMachine implements Machine {
             this.agentCid = guestCid;
             this.agentPort = port;
             return this;
+        }
+
+        /**
+         * Boots a Kiln image the way {@code QemuMachine} does, so that {@code guest().exec} works unchanged:
+         * the kernel as an ELF vmlinux (extracted from the bzImage once, cached under {@code ~/.cache/kiln/vmlinux}),
+         * the initrd, a vsock device for guest CID 3, and the image's agent on vsock port {@value #IMAGE_AGENT_PORT}
+         * ({@code kiln.agent=vsock}: the default image starts qemu-ga there).
+         */
+        public Builder image(GuestImage image, int vcpus, int memMib) {
+            image.validate();
+            Path vmlinux = Vmlinux.cached(image.kernel(), Path.of(System.getProperty("user.home"), ".cache", "kiln", "vmlinux"));
+            String bootArgs = ("console=ttyS0 reboot=k panic=1 kiln.agent=vsock kiln.agent_port=" + IMAGE_AGENT_PORT + " "
+                    + image.cmdline()).strip();
+            MicrovmSetup.BasicConfig basic = MicrovmSetup.BasicConfig.of(vmlinux, bootArgs).withSize(vcpus, memMib);
+            MicrovmSetup.BasicConfig withInitrd = image.initrd() != null ? basic.withInitrd(image.initrd()) : basic;
+            configure("boot source and machine from " + image.description(), m -> m.setup().basicConfig(withInitrd));
+            agentOverVsock(3, IMAGE_AGENT_PORT);
+            return bootGuest(true);
         }
 
         public FirecrackerMachine build() {

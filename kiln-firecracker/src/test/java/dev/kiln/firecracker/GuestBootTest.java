@@ -40,4 +40,33 @@ class GuestBootTest {
         assertThat(vm.state()).isEqualTo(MachineState.EXITED);
         assertThat(vm.exitCode()).hasValue(0);
     }
+
+    /** The same image and the same Guest API as on QEMU: the agent answers over vsock. */
+    @Test
+    void guestExecWorksUnchangedOverVsock() {
+        Binaries.requireBootableKvm();
+        try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker())
+                .image(DefaultImage.get(System.out::println), 1, 256).start()) {
+            vm.guest().awaitReady(Duration.ofSeconds(60));
+            assertThat(vm.guest().exec("uname", "-r").stdoutText()).contains("cloud-amd64");
+        }
+    }
+
+    /**
+     * What can be checked without KVM: the image's configuration reaches Firecracker (boot args naming the
+     * vsock agent, the initrd, the vsock device) and the instance starts.
+     */
+    @Test
+    void theImageConfigurationReachesFirecracker() {
+        String bin = Binaries.firecracker();
+        GuestImage image = DefaultImage.get(System.out::println);
+        try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(bin).image(image, 1, 128).start()) {
+            var config = vm.api().getExportVmConfig();
+            assertThat(config.bootSource().bootArgs()).contains("kiln.agent=vsock").contains("kiln.agent_port=1024")
+                    .contains(image.cmdline());
+            assertThat(config.bootSource().initrdPath()).isNotBlank();
+            assertThat(config.vsock().guestCid()).isEqualTo(3);
+            assertThat(config.machineConfig().memSizeMib()).isEqualTo(128);
+        }
+    }
 }
