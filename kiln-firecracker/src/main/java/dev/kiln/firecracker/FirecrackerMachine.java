@@ -11,7 +11,7 @@ import dev.kiln.LaunchException;
 import dev.kiln.Machine;
 import dev.kiln.MachineState;
 import dev.kiln.agent.QgaGuest;
-import dev.kiln.firecracker.kernel.Vmlinux;
+import dev.kiln.image.Vmlinux;
 import dev.kiln.Text;
 import dev.kiln.firecracker.api.ApiJson;
 import dev.kiln.firecracker.api.FirecrackerApi;

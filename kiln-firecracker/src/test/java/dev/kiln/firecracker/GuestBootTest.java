@@ -2,7 +2,7 @@ package dev.kiln.firecracker;
 
 import dev.kiln.GuestImage;
 import dev.kiln.MachineState;
-import dev.kiln.firecracker.kernel.Vmlinux;
+import dev.kiln.image.Vmlinux;
 import dev.kiln.image.DefaultImage;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;

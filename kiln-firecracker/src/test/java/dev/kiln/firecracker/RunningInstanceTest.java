@@ -13,7 +13,7 @@ import dev.kiln.firecracker.api.model.Drive;
 import dev.kiln.firecracker.api.model.InstanceState;
 import dev.kiln.firecracker.api.model.MemoryHotplugConfig;
 import dev.kiln.firecracker.api.model.MemoryHotplugSizeUpdate;
-import dev.kiln.firecracker.kernel.Vmlinux;
+import dev.kiln.image.Vmlinux;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.os.Affinity;
 import org.junit.jupiter.api.AfterEach;

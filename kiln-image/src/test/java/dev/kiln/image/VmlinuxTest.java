@@ -1,4 +1,4 @@
-package dev.kiln.firecracker.kernel;
+package dev.kiln.image;
 
 import dev.kiln.KilnException;
 import org.junit.jupiter.api.Assumptions;
