@@ -974,7 +974,7 @@ public final class FirecrackerMachine implements Machine {
         /**
          * Boots a Kiln image the way {@code QemuMachine} does, so that {@code guest().exec} works unchanged:
          * the kernel as an ELF vmlinux (extracted from the bzImage once, cached under {@code ~/.cache/kiln/vmlinux}),
-         * the initrd, a vsock device for guest CID 3, and the image's agent on vsock port {@value #IMAGE_AGENT_PORT}
+         * the initrd, a vsock device for guest CID 3, and the image's agent on vsock port {@value FirecrackerMachine#IMAGE_AGENT_PORT}
          * ({@code kiln.agent=vsock}: the default image starts qemu-ga there).
          */
         public Builder image(GuestImage image, int vcpus, int memMib) {

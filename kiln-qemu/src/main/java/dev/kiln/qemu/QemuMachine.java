@@ -1057,9 +1057,9 @@ public final class QemuMachine implements Machine {
         }
 
         /**
-         * A user-mode (SLIRP) NIC, the guest's eth0: network {@value #USER_NET}, guest {@value #USER_GUEST_IP}
-         * (given to the default image with {@code kiln.ip=}), gateway and host {@value #USER_GATEWAY}, MAC
-         * {@value #USER_MAC}. On by {@link #forward}.
+         * A user-mode (SLIRP) NIC, the guest's eth0: network {@value QemuMachine#USER_NET}, guest {@value QemuMachine#USER_GUEST_IP}
+         * (given to the default image with {@code kiln.ip=}), gateway and host {@value QemuMachine#USER_GATEWAY}, MAC
+         * {@value QemuMachine#USER_MAC}. On by {@link #forward}.
          */
         public Builder userNetwork(boolean on) {
             this.userNetwork = on;
