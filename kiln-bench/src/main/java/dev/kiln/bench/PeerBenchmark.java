@@ -183,6 +183,10 @@ public final class PeerBenchmark {
             notes.add("Python peers skipped (--no-python).");
             return;
         }
+        if (!info.get("python").asText().startsWith("Python 3")) {
+            skipPython("no python3 on this host");
+            return;
+        }
         Path script = opt.peers.resolve("qemu_machine_peer.py");
         Path fetch = opt.peers.resolve("fetch-qemu-python.sh");
         if (!Files.isRegularFile(script) || !Files.isRegularFile(fetch)) {

@@ -42,7 +42,7 @@ final class TimelinePlot {
         double tick = niceTick(maxMs / 8);
         double axisMax = Math.ceil(maxMs / tick) * tick;
 
-        int width = 1100, left = 250, right = 40, top = 70, rowH = 56, barH = 30;
+        int width = 1100, left = 250, right = 90, top = 70, rowH = 56, barH = 30;
         int legendRows = (colors.size() + 3) / 4;
         int height = top + rows.size() * rowH + 50 + legendRows * 24 + 20;
         BufferedImage img = new BufferedImage(width, height, BufferedImage.TYPE_INT_RGB);
@@ -99,9 +99,7 @@ final class TimelinePlot {
                 g.drawLine(xMax, yc - 6, xMax, yc + 6);
                 g.setFont(new Font(Font.SANS_SERIF, Font.BOLD, 12));
                 String total = label(from) + " ms";
-                int tx = left + (int) Math.round(from / axisMax * plotW) + 4;
-                if (tx + fm.stringWidth(total) + 10 > width - right) tx = left + 4;
-                g.drawString(total, Math.max(tx, xMax + 6 > width - 80 ? tx : xMax + 6), y + barH + 14);
+                g.drawString(total, Math.max(xMax, left + (int) Math.round(from / axisMax * plotW)) + 8, yc + 5);
             }
 
             // legend

@@ -32,8 +32,8 @@ import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
 
 /**
- * A QMP client on a connected stream. Commands may be sent from any thread; replies are routed to their
- * command by id, events are queued for {@link #events()} and {@link #awaitEvent}.
+ * A QMP client on a connected stream. Commands may be sent from any thread; replies go to their command in
+ * the order sent (see {@link #call}), events are queued for {@link #events()} and {@link #awaitEvent}.
  *
  * <p>Who reads: a thread waiting for its reply reads the socket itself ("leader/follower"): it wakes once,
  * when the reply arrives, instead of waiting for a reader thread to wake it (a second wake-up, which doubled
@@ -169,7 +169,10 @@ public final class Qmp implements AutoCloseable {
     /** A command sent: its id (null when sent without) and its reply. */
     private record InFlight(String id, CompletableFuture<ObjectNode> reply) {}
 
-    /** Runs a command and returns the whole response, error or not. */
+    /**
+     * Runs a command and returns the whole response, error or not. The command goes without an "id"; see
+     * below.
+     */
     public ObjectNode call(String command, ObjectNode arguments, Duration timeout) {
         return call(command, arguments, timeout, false);
     }
