@@ -69,8 +69,11 @@ public final class PeerBenchmark {
     private List<String> pausedPeerArgs = List.of();
     private String binary = "qemu-system-x86_64";
 
-    private PeerBenchmark(Options opt) {
+    private final String command;
+
+    private PeerBenchmark(Options opt, String command) {
         this.opt = opt;
+        this.command = command;
     }
 
     public static void main(String[] args) throws Exception {
@@ -87,7 +90,7 @@ public final class PeerBenchmark {
             System.out.println(Options.USAGE);
             return;
         }
-        new PeerBenchmark(opt).run();
+        new PeerBenchmark(opt, ("kiln bench " + String.join(" ", args)).strip()).run();
         System.exit(0); // the peer's reader and Kiln's daemon threads are done with; do not wait for pollers
     }
 
@@ -141,6 +144,7 @@ public final class PeerBenchmark {
         info.put("python", firstLine(List.of("python3", "--version")));
         info.put("image", image.description());
         info.put("date", LocalDateTime.now().withNano(0).toString());
+        info.put("command", command);
         info.put("loadavg_start", loadavg());
         ObjectNode o = info.putObject("options");
         o.put("runs", opt.runs).put("qmp", opt.qmpCalls).put("machines", opt.machines).put("booted", opt.booted);
@@ -252,38 +256,44 @@ public final class PeerBenchmark {
         System.err.println("kiln bench: launch → QMP ready → quit, paused, no guest");
         Samples kiln = sample("launch.kiln", "Kiln (warm JVM): QemuMachine.start() → shutdown()");
         Samples kilnReady = sample("launch.kiln.qmp_ready", "Kiln: launch → QMP ready");
+        Samples kilnSpawn = sample("launch.kiln.spawn", "Kiln: work dir, sockets, spawn of QEMU (its wrapper)");
+        Samples kilnQuit = sample("launch.kiln.quit", "Kiln: shutdown() of the paused VM");
         Samples qm = sample("launch.qemumachine", "QEMUMachine: launch() → shutdown()");
         Samples qmReady = sample("launch.qemumachine.qmp_ready", "QEMUMachine: launch → QMP ready");
         Samples bare = sample("launch.bare", "bare Python client: spawn, greeting, capabilities, quit, wait");
-        for (int i = 0; i < 5; i++) kilnLaunchQuit(null, null); // warm the JVM
+        for (int i = 0; i < 10; i++) kilnLaunchQuit(null, null, null, null); // warm the JVM
         if (python != null) {
             py("launch-quit");
             py("bare-launch-quit");
         }
         for (int i = 0; i < opt.runs * 2; i++) {
-            kilnLaunchQuit(kiln, kilnReady);
+            kilnLaunchQuit(kiln, kilnReady, kilnSpawn, kilnQuit);
             if (python != null) {
                 JsonNode r = py("launch-quit");
                 qm.add(r.get("ms").asDouble());
                 qmReady.add(r.get("qmp_ready_ms").asDouble());
                 r = py("bare-launch-quit");
                 bare.add(r.get("ms").asDouble());
+                sample("launch.bare.qmp_ready", "bare Python client: launch → QMP ready").add(r.get("qmp_ready_ms").asDouble());
             }
         }
         compare("launch → QMP ready → quit (paused, no guest)", "launch.kiln", "launch.qemumachine", "QEMUMachine");
         compare("launch → QMP ready → quit (paused, no guest)", "launch.kiln", "launch.bare", "bare Python client");
         compare("launch → QMP ready (paused, no guest)", "launch.kiln.qmp_ready", "launch.qemumachine.qmp_ready", "QEMUMachine");
+        compare("launch → QMP ready (paused, no guest)", "launch.kiln.qmp_ready", "launch.bare.qmp_ready", "bare Python client");
     }
 
-    private void kilnLaunchQuit(Samples total, Samples ready) {
+    private void kilnLaunchQuit(Samples total, Samples ready, Samples spawn, Samples quit) {
         long t0 = System.nanoTime();
         QemuMachine vm = pausedMachine().start();
-        long qmp = vm.timings().qmpReadyNanos;
+        long started = System.nanoTime();
         vm.shutdown(Duration.ofSeconds(30));
-        long t = System.nanoTime() - t0;
+        long t1 = System.nanoTime();
         if (total != null) {
-            total.addNanos(t);
-            ready.addNanos(qmp);
+            total.addNanos(t1 - t0);
+            ready.addNanos(vm.timings().qmpReadyNanos);
+            spawn.addNanos(vm.timings().spawnNanos);
+            quit.addNanos(t1 - started);
         }
     }
 
@@ -600,6 +610,7 @@ public final class PeerBenchmark {
         StringBuilder md = new StringBuilder();
         md.append("Host: ").append(info.get("host").asText()).append("; ").append(info.get("qemu").asText())
                 .append("; ").append(info.get("java").asText()).append("; ").append(info.get("python").asText()).append('\n');
+        md.append("Command: `").append(command).append("` (or `kiln-bench/run` with the same options).\n");
         md.append("Accelerator: ").append(info.get("accelerator").asText()).append(". Guest: ").append(info.get("image").asText()).append('\n');
         md.append("Load average (1, 5, 15 min): ").append(info.get("loadavg_start").asText()).append(" at the start, ")
                 .append(info.get("loadavg_end").asText()).append(" at the end. ").append(info.get("date").asText()).append("\n\n");
@@ -616,6 +627,11 @@ public final class PeerBenchmark {
                     .put("kiln_median", k.median()).put("peer_median", p.median()).put("ratio", ratio);
         }
         md.append("\nSpread: p10–p90 for 10 samples or more, min–max below that.\n");
+        md.append("\n<details><summary>Every series (phases, breakdowns)</summary>\n\n| series | median (spread) | n |\n|---|---:|---:|\n");
+        samples.forEach((k, v) -> {
+            if (!v.isEmpty()) md.append(String.format(Locale.ROOT, "| %s (`%s`) | %s | %d |%n", v.name, k, v.summary(), v.n()));
+        });
+        md.append("\n</details>\n");
         if (!jvmCost.isEmpty()) {
             md.append("\n| JVM cost per machine | heap after GC | platform threads | JVM RSS |\n|---|---:|---:|---:|\n");
             jvmCost.properties().forEach(e -> {
