@@ -411,6 +411,7 @@ public final class PeerBenchmark {
                 p.destroy(); // SIGTERM: QEMU exits cleanly
                 if (!p.waitFor(30, TimeUnit.SECONDS)) throw new IllegalStateException("raw QEMU ignored SIGTERM for 30 s");
                 long teardown = System.nanoTime() - t1;
+                if (run == null) info.put("raw_boot_command", sh);
                 if (run != null) {
                     sample("boot.raw.spawned", "raw: shell + QEMU spawned").addNanos(spawned);
                     if (linux > 0) sample("boot.raw.linux", "raw: '" + KERNEL_FIRST + "'").addNanos(linux);
@@ -439,6 +440,7 @@ public final class PeerBenchmark {
             vm.start();
             vm.guest().awaitReady(Duration.ofSeconds(120));
             long ready = System.nanoTime() - t0;
+            if (run == null) info.putPOJO("kiln_boot_command", vm.commandLine());
             long hwm = vmHwmKib(vm.pid().orElseThrow());
             if (run != null) {
                 sample("boot.kiln.spawned", "Kiln: QEMU spawned").addNanos(vm.timings().spawnNanos);

@@ -113,13 +113,16 @@ public final class Qmp implements AutoCloseable {
             }
             throw new KilnException("cannot set up the QMP connection to " + name + ": " + e.getMessage(), e);
         }
-        qmp.idleReader = Thread.ofVirtual().name("kiln-qmp-" + name).unstarted(qmp::idleReadLoop);
-        qmp.idleReader.start();
         try {
-            qmp.greeting.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
+            // This thread reads the greeting and the capabilities' reply itself (no hand-off between threads
+            // while launching); the idle reader starts once the connection is up.
+            qmp.awaitReply(qmp.greeting, Deadline.after(timeout));
+            qmp.greeting.get();
             JsonNode caps = qmp.call("qmp_capabilities", null, timeout, true).get("error");
             if (caps != null) throw new QmpException("qmp_capabilities", caps.path("class").asText("?"), caps.path("desc").asText(""), null);
             qmp.state = State.RUNNING;
+            qmp.idleReader = Thread.ofVirtual().name("kiln-qmp-" + name).unstarted(qmp::idleReadLoop);
+            qmp.idleReader.start();
             return qmp;
         } catch (TimeoutException e) {
             qmp.close("no QMP greeting within " + timeout);
