@@ -574,9 +574,16 @@ public final class PeerBenchmark {
                 Thread.sleep(100);
             }
             long heap = ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed();
-            int threads = ManagementFactory.getThreadMXBean().getThreadCount(); // platform threads only
+            // Platform threads (getAllStackTraces leaves virtual ones out), less the JDK's idle process
+            // reapers: pooled, they linger after their process and would be counted against a later machine
+            // that reuses them. A busy one is named "process reaper (pid N)" and counts.
+            int threads = 0;
             Map<String, Integer> names = new TreeMap<>();
-            for (Thread t : Thread.getAllStackTraces().keySet()) names.merge(t.getName().replaceAll("\\d+", "N"), 1, Integer::sum);
+            for (Thread t : Thread.getAllStackTraces().keySet()) {
+                if (t.getName().equals("process reaper")) continue;
+                threads++;
+                names.merge(t.getName().replaceAll("\\d+", "N"), 1, Integer::sum);
+            }
             long rss = -1;
             try {
                 for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
