@@ -1,0 +1,27 @@
+package dev.kiln.bench.jmh;
+
+import dev.kiln.image.DefaultImage;
+import dev.kiln.qemu.QemuMachine;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
+
+import java.time.Duration;
+
+/** The default image booted once per trial, agent ready. */
+@State(Scope.Benchmark)
+public class BootedGuest {
+    QemuMachine vm;
+
+    @Setup
+    public void boot() {
+        vm = QemuMachine.builder().image(DefaultImage.get(System.err::println)).start();
+        vm.guest().awaitReady(Duration.ofSeconds(180));
+    }
+
+    @TearDown
+    public void shutdown() {
+        vm.close();
+    }
+}
