@@ -200,7 +200,7 @@ public final class Console implements AutoCloseable {
 
     /**
      * Waits until {@code pattern} matches output after the cursor, moves the cursor past the match and
-     * returns it. Fails with {@link GuestTimeoutException} (with the console tail) on timeout, and at once
+     * returns it. Fails with {@link WaitTimeoutException} (with the console tail) on timeout, and at once
      * when the console closes without a match.
      */
     public MatchResult await(Pattern pattern, Duration timeout) {
@@ -221,7 +221,7 @@ public final class Console implements AutoCloseable {
                 }
                 long left = deadline.remainingNanos();
                 if (left <= 0) {
-                    throw new GuestTimeoutException("/" + pattern.pattern() + "/ on console " + name, timeout,
+                    throw new WaitTimeoutException("/" + pattern.pattern() + "/ on console " + name, timeout,
                             text.substring(Math.max(0, text.length() - 2000)));
                 }
                 changed.awaitNanos(left);

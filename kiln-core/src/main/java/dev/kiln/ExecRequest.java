@@ -10,7 +10,7 @@ import java.util.Objects;
 
 /**
  * A command to run in the guest: argv (no shell interpolation), optional stdin, environment, working
- * directory and timeout. On timeout the guest process is killed and {@link GuestTimeoutException} thrown.
+ * directory and timeout. On timeout the guest process is killed and {@link WaitTimeoutException} thrown.
  */
 public record ExecRequest(List<String> argv, byte[] stdin, Map<String, String> env, String workingDir,
                           Duration timeout) {

@@ -5,7 +5,7 @@ import java.time.Duration;
 
 /** The agent inside a running guest: run commands, move files, power off. */
 public interface Guest {
-    /** Waits until the agent answers; fails with {@link GuestTimeoutException} naming what was seen. */
+    /** Waits until the agent answers; fails with {@link WaitTimeoutException} naming what was seen. */
     Guest awaitReady(Duration timeout);
 
     /** Runs argv (no shell) and waits for it. A non-zero exit is a result, not an exception. */

@@ -7,7 +7,7 @@ import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.Guest;
 import dev.kiln.GuestException;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.KilnException;
 import dev.kiln.Text;
 import dev.kiln.agent.QgaChannel.Closed;
@@ -150,7 +150,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
                 if (ch == null || ch.closed() != null) ch = connect();
                 sync(ch, deadline, "");
                 return this;
-            } catch (GuestTimeoutException e) {
+            } catch (WaitTimeoutException e) {
                 break;
             } catch (RuntimeException e) {
                 last = e; // no socket yet, refused, or the connection closed under us: try again
@@ -160,14 +160,12 @@ public final class QgaGuest implements Guest, AutoCloseable {
             }
             pause(Math.min(TimeUnit.MILLISECONDS.toNanos(50), deadline.remainingNanos()));
         }
-        GuestTimeoutException e = new GuestTimeoutException("guest agent to answer guest-sync", timeout, consoleTail.get());
-        if (last != null) e.initCause(last);
-        throw e;
+        throw new WaitTimeoutException("guest agent to answer guest-sync", timeout, consoleTail.get(), last);
     }
 
     /**
      * Sends one command and returns its {@code return} value; throws {@link GuestException} with the
-     * agent's error class and description, or {@link GuestTimeoutException}.
+     * agent's error class and description, or {@link WaitTimeoutException}.
      */
     public JsonNode call(String command, ObjectNode args, Duration timeout) {
         return request(command, args, Deadline.after(timeout), "");
@@ -258,7 +256,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
      * There is no QGA kill: a shell in the guest stops the process and its descendants (found through
      * /proc, as {@code sh -c} commands fork), kills them all, and the victim is reaped for its last output.
      */
-    private GuestTimeoutException killAfterTimeout(long pid, ExecRequest req) {
+    private WaitTimeoutException killAfterTimeout(long pid, ExecRequest req) {
         Deadline budget = Deadline.after(KILL_BUDGET);
         String what = " to kill pid " + pid + " (" + req.argv() + ")";
         JsonNode last = null;
@@ -281,7 +279,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
         }
         String console = consoleTail.get();
         if (console != null && !console.isBlank()) seen.append("console:\n").append(console);
-        GuestTimeoutException e = new GuestTimeoutException("command " + req.argv() + " (pid " + pid
+        WaitTimeoutException e = new WaitTimeoutException("command " + req.argv() + " (pid " + pid
                 + " in " + name + ") to finish; " + (last != null ? "killed it"
                         : "killed it, but something it started still holds its output open"), req.timeout(), seen.toString());
         if (problem != null) e.addSuppressed(problem);
@@ -309,7 +307,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
             status = null;
         }
         if (status == null && deadline.expired()) {
-            throw new GuestTimeoutException("guest agent of " + name + " to report its environment", deadline.total(),
+            throw new WaitTimeoutException("guest agent of " + name + " to report its environment", deadline.total(),
                     consoleTail.get());
         }
         if (status != null && status.path("exitcode").asInt(-1) == 0) {
@@ -585,10 +583,8 @@ public final class QgaGuest implements Guest, AutoCloseable {
         } catch (IOException e) {
             Closed c = ch.closed();
             if (c != null && c.writeTimedOut()) {
-                GuestTimeoutException t = new GuestTimeoutException("guest agent of " + name + " to take " + command
-                        + what + " (" + c.reason() + ")", limit, consoleTail.get());
-                t.initCause(e);
-                throw t;
+                throw new WaitTimeoutException("guest agent of " + name + " to take " + command
+                        + what + " (" + c.reason() + ")", limit, consoleTail.get(), e);
             }
             throw closedException(c != null ? c : new Closed(e.getMessage(), e, false), "sending " + command + what);
         }
@@ -671,15 +667,15 @@ public final class QgaGuest implements Guest, AutoCloseable {
     }
 
     /** Nothing was sent: another call held the connection for the whole time. */
-    private GuestTimeoutException busy(String command, String what, Deadline deadline) {
-        return new GuestTimeoutException("the connection to the guest agent of " + name + " for " + command + what
+    private WaitTimeoutException busy(String command, String what, Deadline deadline) {
+        return new WaitTimeoutException("the connection to the guest agent of " + name + " for " + command + what
                 + " (another call held it all that time)", deadline.total(), consoleTail.get());
     }
 
     /** No reply at all to a request: the agent went silent (exited, wedged) or the whole guest is stuck. */
-    private GuestTimeoutException timeout(String command, String what, Deadline deadline) {
+    private WaitTimeoutException timeout(String command, String what, Deadline deadline) {
         String vmm = vmmState.get();
-        return new GuestTimeoutException("guest agent of " + name + " to answer " + command + what
+        return new WaitTimeoutException("guest agent of " + name + " to answer " + command + what
                 + "; it stopped answering (no reply at all): the agent may have exited or the guest may be hung"
                 + (vmm == null ? "" : "; " + vmm), deadline.total(), consoleTail.get());
     }

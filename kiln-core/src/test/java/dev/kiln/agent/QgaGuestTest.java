@@ -5,7 +5,7 @@ import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.GuestException;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.support.JsonFramer;
 import dev.kiln.support.ProtocolException;
 import org.junit.jupiter.api.AfterEach;
@@ -101,7 +101,7 @@ class QgaGuestTest {
             guest = new QgaGuest(() -> open(sock), () -> "Booting the kernel…\nlast console line", "silent");
             long t0 = System.nanoTime();
             assertThatThrownBy(() -> guest.awaitReady(Duration.ofMillis(700)))
-                    .isInstanceOf(GuestTimeoutException.class)
+                    .isInstanceOf(WaitTimeoutException.class)
                     .hasMessageContaining("guest agent to answer guest-sync")
                     .hasMessageContaining("700 ms")
                     .hasMessageContaining("last console line");
@@ -234,7 +234,7 @@ class QgaGuestTest {
         long t0 = System.nanoTime();
         assertThatThrownBy(() -> guest.exec(ExecRequest.of("sh", "-c", "echo $$ > \"$1\"; exec sleep 30", "sh",
                 pidFile.toString()).timeout(Duration.ofSeconds(1)).build()))
-                .isInstanceOf(GuestTimeoutException.class)
+                .isInstanceOf(WaitTimeoutException.class)
                 .hasMessageContaining("sleep 30")
                 .hasMessageContaining("1 s")
                 .hasMessageContaining("killed it");
@@ -252,7 +252,7 @@ class QgaGuestTest {
         // the background sleep holds stdout open: killing only the shell would leave it, and the exec unreaped
         assertThatThrownBy(() -> guest.exec(ExecRequest.of("sh", "-c", "echo started; sleep 30 & echo $! > \"$1\"; wait",
                 "sh", pidFile.toString()).timeout(Duration.ofSeconds(1)).build()))
-                .isInstanceOf(GuestTimeoutException.class)
+                .isInstanceOf(WaitTimeoutException.class)
                 .hasMessageContaining("killed it")
                 .hasMessageContaining("started");
         assertThat(Duration.ofNanos(System.nanoTime() - t0)).isLessThan(Duration.ofSeconds(4));
@@ -328,11 +328,11 @@ class QgaGuestTest {
         agent.signal("STOP"); // a stuck agent: requests time out, and are answered once it goes on
         try {
             assertThatThrownBy(() -> guest.call("guest-info", null, Duration.ofMillis(300)))
-                    .isInstanceOf(GuestTimeoutException.class)
+                    .isInstanceOf(WaitTimeoutException.class)
                     .hasMessageContaining("guest-info")
                     .hasMessageContaining("300 ms");
             assertThatThrownBy(() -> guest.call("guest-get-time", null, Duration.ofMillis(300)))
-                    .isInstanceOf(GuestTimeoutException.class)
+                    .isInstanceOf(WaitTimeoutException.class)
                     .hasMessageContaining("guest-sync-delimited before guest-get-time");
         } finally {
             agent.signal("CONT");
@@ -374,7 +374,7 @@ class QgaGuestTest {
         });
         withFakePeer(msg -> "\u00ff{\"return\": " + (msg.path("arguments").path("id").asLong() ^ 1) + "}",
                 fake -> assertThatThrownBy(() -> fake.awaitReady(Duration.ofSeconds(2)))
-                        .isInstanceOf(GuestTimeoutException.class)
+                        .isInstanceOf(WaitTimeoutException.class)
                         .hasMessageContaining("guest agent to answer guest-sync"));
     }
 

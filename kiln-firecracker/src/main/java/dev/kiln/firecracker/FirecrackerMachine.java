@@ -5,7 +5,7 @@ import dev.kiln.AbnormalShutdownException;
 import dev.kiln.Console;
 import dev.kiln.Guest;
 import dev.kiln.GuestImage;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
 import dev.kiln.Machine;
@@ -501,7 +501,7 @@ public final class FirecrackerMachine implements Machine {
         if (logFifo == null) throw new KilnException("machine " + id + " has no log FIFO (logFifo(false))");
         MatchResult m = logFifo.await(pattern, timeout);
         if (m == null) {
-            throw new GuestTimeoutException("/" + pattern.pattern() + "/ in Firecracker's log of " + id
+            throw new WaitTimeoutException("/" + pattern.pattern() + "/ in Firecracker's log of " + id
                     + " (" + logFifo.describeEnd() + ")", timeout, logFifo.tail(2000));
         }
         return m;
@@ -602,7 +602,7 @@ public final class FirecrackerMachine implements Machine {
             if (!Posix.kill(firecrackerPid, Posix.SIGTERM)) return;
         }
         if (!awaitFirecrackerExit(timeout)) {
-            throw new GuestTimeoutException("Firecracker " + id + " to exit after " + (guestRunning ? "SendCtrlAltDel" : "SIGTERM"),
+            throw new WaitTimeoutException("Firecracker " + id + " to exit after " + (guestRunning ? "SendCtrlAltDel" : "SIGTERM"),
                     timeout, log().isEmpty() ? console.tail(2000) : Text.tail(log(), 2000));
         }
     }
@@ -625,7 +625,7 @@ public final class FirecrackerMachine implements Machine {
             hardKill();
             cleanup();
             throw new AbnormalShutdownException("machine " + id + " did not exit by itself within " + Text.human(timeout),
-                    new GuestTimeoutException("Firecracker " + id + " to exit", timeout, console.tail(2000)));
+                    new WaitTimeoutException("Firecracker " + id + " to exit", timeout, console.tail(2000)));
         }
         if (state != MachineState.EXITED) state = MachineState.STOPPING;
         cleanup(); // or wait for the one the exit started

@@ -3,7 +3,7 @@ package dev.kiln.firecracker;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
 import dev.kiln.MachineState;
@@ -275,7 +275,7 @@ class FirecrackerMachineTest {
             vm.awaitLogMessage("The API server received a Get request on \"/\"", WAIT);
             vm.awaitLogMessage(Pattern.compile("\\[" + vm.id() + ":fc_api] The request was executed successfully"), WAIT);
             assertThatThrownBy(() -> vm.awaitLogMessage("never logged", Duration.ofMillis(300)))
-                    .isInstanceOf(GuestTimeoutException.class).hasMessageContaining("never logged").hasMessageContaining("Running Firecracker");
+                    .isInstanceOf(WaitTimeoutException.class).hasMessageContaining("never logged").hasMessageContaining("Running Firecracker");
         }
     }
 
@@ -430,7 +430,7 @@ class FirecrackerMachineTest {
             assertThat(vm.api().getExportVmConfig().vsock().guestCid()).isEqualTo(3);
             assertThat(vm.workDir().resolve("vsock.sock")).exists();
             // No guest runs: the agent cannot answer, and the wait says so within its timeout.
-            assertThatThrownBy(() -> vm.guest().awaitReady(Duration.ofSeconds(3))).isInstanceOf(GuestTimeoutException.class)
+            assertThatThrownBy(() -> vm.guest().awaitReady(Duration.ofSeconds(3))).isInstanceOf(WaitTimeoutException.class)
                     .hasMessageContaining("guest agent");
         }
     }

@@ -10,7 +10,7 @@ import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.Guest;
 import dev.kiln.GuestImage;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
 import dev.kiln.Machine;
@@ -720,7 +720,7 @@ public final class QemuMachine implements Machine {
         }
         var st = process.process().waitFor(timeout);
         if (st.isEmpty()) {
-            throw new GuestTimeoutException("QEMU " + id + " to exit" + (hasQuit ? " on its own" : " after quit"),
+            throw new WaitTimeoutException("QEMU " + id + " to exit" + (hasQuit ? " on its own" : " after quit"),
                     timeout, console.tail(2000));
         }
     }

@@ -4,7 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.Event;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.KilnException;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.JsonFramer;
@@ -126,7 +126,7 @@ public final class Qmp implements AutoCloseable {
             return qmp;
         } catch (TimeoutException e) {
             qmp.close("no QMP greeting within " + timeout);
-            throw new GuestTimeoutException("the QMP greeting from " + name, timeout, String.join("\n", qmp.transcript()));
+            throw new WaitTimeoutException("the QMP greeting from " + name, timeout, String.join("\n", qmp.transcript()));
         } catch (ExecutionException e) {
             qmp.close("handshake failed");
             throw new KilnException("QMP handshake with " + name + " failed: " + e.getCause().getMessage(), e.getCause());
@@ -543,7 +543,7 @@ public final class Qmp implements AutoCloseable {
                 }
                 long left = deadline.remainingNanos();
                 if (left <= 0) {
-                    throw new GuestTimeoutException("QMP event " + describe(filters), timeout,
+                    throw new WaitTimeoutException("QMP event " + describe(filters), timeout,
                             "queued events: " + events);
                 }
                 eventArrived.awaitNanos(left);

@@ -3,7 +3,7 @@ package dev.kiln.qemu;
 import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.GuestException;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.MachineState;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -71,7 +71,7 @@ class BootTest {
         assertThatThrownBy(() -> vm.guest().exec("/no/such/command"))
                 .isInstanceOf(GuestException.class).hasMessageContaining("/no/such/command");
         assertThatThrownBy(() -> vm.guest().exec(ExecRequest.of("sleep", "30").timeout(Duration.ofSeconds(1)).build()))
-                .isInstanceOf(GuestTimeoutException.class).hasMessageContaining("sleep");
+                .isInstanceOf(WaitTimeoutException.class).hasMessageContaining("sleep");
         assertThat(vm.guest().exec("sh", "-c", "pidof sleep || true").stdoutText()).isBlank();
     }
 
@@ -97,7 +97,7 @@ class BootTest {
         vm.console().send("echo kiln-$((6*7))\n");
         assertThat(vm.console().await(Pattern.compile("kiln-(\\d+)\\r?\\n"), Duration.ofSeconds(30)).group(1)).isEqualTo("42");
         assertThatThrownBy(() -> vm.console().await("never printed", Duration.ofMillis(200)))
-                .isInstanceOf(GuestTimeoutException.class).hasMessageContaining("never printed");
+                .isInstanceOf(WaitTimeoutException.class).hasMessageContaining("never printed");
     }
 
     @Test

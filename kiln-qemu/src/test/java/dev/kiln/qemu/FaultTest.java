@@ -4,7 +4,7 @@ import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.GuestException;
 import dev.kiln.GuestImage;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.MachineState;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.os.Posix;
@@ -81,7 +81,7 @@ class FaultTest {
             vm.console().await("GA-KILLED", Duration.ofSeconds(30));
             var request = ExecRequest.of("true").timeout(Duration.ofSeconds(5)).build();
             assertThatThrownBy(() -> vm.guest().exec(request))
-                    .isInstanceOf(GuestTimeoutException.class)
+                    .isInstanceOf(WaitTimeoutException.class)
                     .hasMessageContaining("stopped answering")
                     .hasMessageContaining("guest-");
             assertThat(vm.isRunning()).isTrue(); // the guest itself is fine: its console still answers

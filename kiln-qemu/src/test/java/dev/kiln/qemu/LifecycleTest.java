@@ -2,7 +2,7 @@ package dev.kiln.qemu;
 
 import dev.kiln.ExecRequest;
 import dev.kiln.GuestImage;
-import dev.kiln.GuestTimeoutException;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.MachineCancelledException;
 import dev.kiln.MachineState;
 import org.junit.jupiter.api.AfterEach;
@@ -36,7 +36,7 @@ class LifecycleTest {
             assertThat(vm.command("query-status").path("running").asBoolean()).isFalse();
             // A stopped guest runs nothing: its agent cannot answer.
             assertThatThrownBy(() -> vm.guest().exec(ExecRequest.of("true").timeout(Duration.ofSeconds(2)).build()))
-                    .isInstanceOf(GuestTimeoutException.class);
+                    .isInstanceOf(WaitTimeoutException.class);
             vm.resume();
             assertThat(vm.state()).isEqualTo(MachineState.RUNNING);
             assertThat(vm.guest().exec("echo", "after resume").stdoutText()).isEqualTo("after resume\n");
