@@ -8,7 +8,7 @@
 # private configuration under the cache folder, whose deb-src entries mirror the host's Debian deb entries.
 # Needs: apt-get, dpkg-source (dpkg-dev) and network access to the Debian archive. Cached after the first run.
 set -euo pipefail
-cache="${KILN_PEERS_CACHE:-$HOME/.cache/kiln/peers}"
+cache="${KILN_PEERS_CACHE:-${KILN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/peers}"
 mkdir -p "$cache"
 
 # One run at a time (a second caller waits for the first).

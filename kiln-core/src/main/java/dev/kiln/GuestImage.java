@@ -17,9 +17,11 @@ import java.util.Objects;
  * @param initrd       initramfs, or null
  * @param cmdline      kernel arguments the image needs (the VMM adds its own console arguments)
  * @param readyMarker  a line the image prints on its console once its agent runs, or null when it prints none
+ * @param agent        whether the image runs qemu-guest-agent where Kiln looks for it (the virtio-serial port
+ *                     {@code org.qemu.guest_agent.0} on QEMU; vsock with {@code kiln.agent=vsock} on Firecracker)
  * @param description  what the image is, for logs and reports
  */
-public record GuestImage(Path kernel, Path initrd, String cmdline, String readyMarker, String description) {
+public record GuestImage(Path kernel, Path initrd, String cmdline, String readyMarker, boolean agent, String description) {
     public GuestImage {
         Objects.requireNonNull(kernel, "kernel");
         cmdline = cmdline == null ? "" : cmdline;
@@ -28,11 +30,11 @@ public record GuestImage(Path kernel, Path initrd, String cmdline, String readyM
 
     /** A custom kernel and initrd, with no ready marker known. */
     public static GuestImage of(Path kernel, Path initrd) {
-        return new GuestImage(kernel, initrd, "", null, null);
+        return new GuestImage(kernel, initrd, "", null, false, null);
     }
 
     public GuestImage withCmdline(String extra) {
-        return new GuestImage(kernel, initrd, (cmdline + " " + extra).strip(), readyMarker, description);
+        return new GuestImage(kernel, initrd, (cmdline + " " + extra).strip(), readyMarker, agent, description);
     }
 
     /**

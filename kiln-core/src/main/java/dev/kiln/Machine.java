@@ -1,30 +1,52 @@
 package dev.kiln;
 
+import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
+import java.util.Optional;
 import java.util.OptionalInt;
 import java.util.OptionalLong;
+import java.util.regex.MatchResult;
+import java.util.regex.Pattern;
 
 /**
- * A virtual machine and the VMM process that runs it. Close it (try-with-resources) and it is gone:
- * process, sockets, FIFOs and its work directory.
+ * A virtual machine and the VMM process that runs it, on QEMU or Firecracker. Close it (try-with-resources) and it
+ * is gone: process, sockets, FIFOs, its work directory and whatever its backend made (a jail, cgroups).
+ *
+ * <p>Its life is the same on every backend ({@link MachineState}); {@link #transitions()} lists the steps it took.
+ * What only one VMM can do stays on that backend's type, reached with {@link #as}:
+ * {@code vm.as(QemuMachine.class).qmp()}, {@code vm.as(FirecrackerMachine.class).api()}.
  */
 public interface Machine extends AutoCloseable {
     /** A name unique in this JVM, used for the work dir and in logs. */
     String id();
 
+    Backend backend();
+
+    /** What the machine was made from. */
+    MachineSpec spec();
+
     MachineState state();
 
-    /** Spawns the VMM and connects to it. May be called once; on failure everything is cleaned up. */
+    /** Every state change so far, in order, with its reason. */
+    List<StateChange> transitions();
+
+    /**
+     * Spawns the VMM, connects to it and awaits the spec's readiness probes. May be called once; on any failure
+     * everything is cleaned up and a {@link LaunchException} says what happened.
+     */
     Machine start();
 
+    /** Stops the guest's CPUs; nothing happens when it is paused already. */
     void pause();
 
+    /** Lets a paused guest run again; nothing happens when it runs. */
     void resume();
 
     /**
-     * Graceful stop: asks the VMM to quit, waits up to {@code timeout}, then kills it. Cleanup always
-     * runs. Throws {@link AbnormalShutdownException} when the graceful path failed.
+     * Graceful stop: asks the VMM to quit, waits up to {@code timeout}, then kills it. Cleanup always runs. Throws
+     * {@link AbnormalShutdownException} when the graceful path failed.
      */
     void shutdown(Duration timeout);
 
@@ -34,6 +56,10 @@ public interface Machine extends AutoCloseable {
     /** Waits for the VMM to exit on its own (the guest powered off), then cleans up; returns its exit code. */
     int awaitExit(Duration timeout);
 
+    /** How long each phase of {@link #start()} took. */
+    StartTimings startTimings();
+
+    /** Whether the VMM process runs. */
     boolean isRunning();
 
     /** The VMM's exit code once it has exited; a signal death shows as 128 + signal. */
@@ -45,12 +71,38 @@ public interface Machine extends AutoCloseable {
 
     Console console();
 
+    /** The guest agent; calls on a closed machine fail with {@link MachineClosedException}. */
     Guest guest();
 
-    /** The VMM's own output (stdout and stderr), so far or after exit. */
+    /** What the machine boots (Kiln's default image once resolved); empty for a VMM with no guest. */
+    Optional<GuestImage> image();
+
+    /** The VMM's own output (and log), so far or after exit. */
     String vmmLog();
 
-    /** Shuts down (kill if need be) and cleans up; idempotent. */
+    /** Waits until {@code pattern} matches the VMM's own output or log (anywhere since it started). */
+    MatchResult awaitVmmLog(Pattern pattern, Duration timeout);
+
+    /** Where the host reaches guest TCP port {@code guestPort} (a forward to 127.0.0.1); fails when there is none. */
+    InetSocketAddress hostAddress(int guestPort);
+
+    /**
+     * Kills the machine as a cancellation: calls under way and later ones fail with {@link MachineCancelledException}.
+     * Does nothing once the machine has stopped.
+     */
+    void cancel(String reason);
+
+    /** Why the machine was cancelled, if it was. */
+    Optional<String> cancellation();
+
+    /** This machine as its backend's type, e.g. {@code QemuMachine}; fails naming the backend when it is not one. */
+    default <T extends Machine> T as(Class<T> type) {
+        if (type.isInstance(this)) return type.cast(this);
+        throw new KilnException("machine " + id() + " runs on " + backend().displayName() + ": it is a "
+                + getClass().getSimpleName() + ", not a " + type.getSimpleName());
+    }
+
+    /** Shuts down (kill if need be) and cleans up; idempotent, and safe from any thread. */
     @Override
     void close();
 }

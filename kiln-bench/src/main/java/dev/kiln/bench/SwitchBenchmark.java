@@ -1,8 +1,8 @@
 package dev.kiln.bench;
 
-import dev.kiln.net.Network;
-import dev.kiln.net.Port;
-import dev.kiln.net.PortStats;
+import dev.kiln.qemu.net.Network;
+import dev.kiln.qemu.net.Port;
+import dev.kiln.qemu.net.PortStats;
 import dev.kiln.os.Fd;
 import dev.kiln.os.Poller;
 import dev.kiln.os.Posix;

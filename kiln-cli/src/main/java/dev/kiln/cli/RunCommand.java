@@ -60,7 +60,7 @@ final class RunCommand implements Callable<Integer> {
                 .map(i -> java.time.Duration.between(i, java.time.Instant.now()).toMillis()).orElse(-1L);
         GuestImage image;
         if (kernel != null) {
-            image = new GuestImage(kernel, initrd, "", null, kernel.toString());
+            image = new GuestImage(kernel, initrd, "", null, false, kernel.toString());
         } else {
             if (initrd != null) throw new IllegalArgumentException("--initrd needs --kernel");
             image = DefaultImage.get(line -> err.println(line));

@@ -27,7 +27,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 public final class Posix {
     public static final int SIGINT = 2, SIGKILL = 9, SIGTERM = 15, SIGCONT = 18, SIGSTOP = 19;
 
-    static final int O_RDONLY = 0, O_WRONLY = 1, O_CREAT = 0x40, O_APPEND = 0x400, O_CLOEXEC = 0x80000;
+    static final int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 0x40, O_APPEND = 0x400, O_CLOEXEC = 0x80000;
     static final int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
     private static final int F_GETFD = 1, F_SETFD = 2, F_GETFL = 3, F_SETFL = 4, FD_CLOEXEC = 1, SHUT_RDWR = 2;
     private static final int O_NONBLOCK = 0x800, EFD_NONBLOCK = 0x800, EFD_CLOEXEC = 0x80000;
@@ -43,6 +43,8 @@ public final class Posix {
     private static final MethodHandle WAITPID = Libc.withErrno("waitpid", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
     private static final MethodHandle WAITID = Libc.withErrno("waitid",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle OPEN = Libc.withErrno("open",
+            FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), Linker.Option.firstVariadicArg(2));
     private static final MethodHandle MKFIFO = Libc.withErrno("mkfifo", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
     private static final MethodHandle FCNTL = Libc.withErrno("fcntl",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), Linker.Option.firstVariadicArg(2));
@@ -175,6 +177,17 @@ public final class Posix {
             if (r == -Libc.ECHILD) return false;
             Libc.check(r, "waitid(P_PID, " + pid + ", WEXITED|WNOWAIT)");
             return true;
+        }
+    }
+
+    /** Opens an existing file, close-on-exec, for reading or for reading and writing. */
+    public static Fd open(Path path, boolean writable) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment cPath = arena.allocateFrom(path.toString());
+            int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+            int fd = (int) Libc.check(Libc.callRetrying(state -> (int) OPEN.invokeExact(state, cPath, flags, 0)),
+                    "open(" + path + (writable ? ", O_RDWR)" : ", O_RDONLY)"));
+            return Fd.adopt(fd);
         }
     }
 

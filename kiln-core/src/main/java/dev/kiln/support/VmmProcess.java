@@ -1,37 +1,55 @@
 package dev.kiln.support;
 
+import dev.kiln.KilnException;
 import dev.kiln.os.ExitStatus;
 import dev.kiln.os.Fd;
+import dev.kiln.os.PidFd;
 import dev.kiln.os.Posix;
 import dev.kiln.os.Spawn;
 import dev.kiln.os.SpawnedProcess;
 
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 /**
- * A VMM process tied to this JVM by a lifeline, so that it cannot outlive it, even when the JVM is
- * SIGKILLed.
+ * A VMM process tied to this JVM by a lifeline, so that it cannot outlive it, even when the JVM is SIGKILLed.
  *
- * <p>How: the VMM is started by {@code /bin/bash}, which first forks a watcher subshell that blocks reading
- * a pipe whose only write end this JVM holds, then {@code exec}s the VMM (so the VMM keeps the shell's
- * pid and process group). When the JVM dies, the kernel closes the write end; the watcher's read
- * returns, it kills the VMM's process group with SIGKILL and removes the machine's work directory.
- * When Kiln closes the lifeline itself after the VMM exited, the watcher sees its parent is gone and only
- * cleans up. The shell and the watcher are a few hundred kilobytes and cost about a millisecond to start.
+ * <p>How: the VMM is started by {@code /bin/bash}, which first forks a watcher subshell that blocks reading a pipe
+ * whose only write end this JVM holds, then {@code exec}s the VMM (so the VMM keeps the shell's pid and process
+ * group). When the JVM dies, the kernel closes the write end; the watcher's read returns empty, it SIGKILLs the
+ * VMM, runs the backend's own clean-up ({@code onJvmDeath}: a jail, cgroups, a VMM that left the group), removes
+ * the machine's work directory and SIGKILLs what is left of the VMM's process group. When Kiln is done with the VMM it writes "released" into the
+ * pipe first: the watcher then only removes the work directory. The shell and the watcher are a few hundred
+ * kilobytes and cost about a millisecond to start.
+ *
+ * <p>A VMM that another process forks (Firecracker under a jailer with {@code --daemonize} or {@code --new-pid-ns})
+ * is {@link #adopt adopted} by its pid through a pidfd, so that signals never reach a process that reused the pid.
  */
 public final class VmmProcess {
-    // $1 = work dir; the rest is the VMM's argv. fd 3 is the lifeline. The watcher compares its parent pid
-    // with $$ so that it never signals a process that is no longer the VMM. bash, not dash: dash cannot
-    // name fds above 9, and the watcher must close every fd meant for the VMM.
+    // $1 = work dir; the rest is the VMM's argv. fd 3 is the lifeline. The watcher compares its parent pid with $$
+    // so that it never signals a process that is no longer the VMM; it kills the VMM first and its process group
+    // last, since it is in that group itself. bash, not dash: dash cannot name fds above 9, and the watcher must
+    // close every fd meant for the VMM.
     private static final String SUPERVISOR = """
             w="$1"; shift
             (
               exec </dev/null >/dev/null 2>&1 %s
-              read -r _ <&3
+              IFS= read -r why <&3
               read -r _ _ _ pp _ </proc/self/stat
+              if [ "$why" != released ]; then
+                [ "$pp" = "$$" ] && kill -KILL $$
+                %s
+              fi
               rm -rf -- "$w"
               [ "$pp" = "$$" ] && kill -KILL -$$
             ) &
@@ -42,24 +60,34 @@ public final class VmmProcess {
     private final SpawnedProcess process;
     private final Fd lifeline;
     private final List<String> command;
+    private final CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
+    private volatile PidFd adopted;
     private volatile boolean killedByUs;
 
     private VmmProcess(SpawnedProcess process, Fd lifeline, List<String> command) {
         this.process = process;
         this.lifeline = lifeline;
         this.command = command;
+        process.onExit().whenComplete((status, error) -> {
+            if (error != null) exit.completeExceptionally(error);
+            else if (adopted == null) exit.complete(status);
+            else adopted.onExit().thenRun(() -> exit.complete(status));
+        });
     }
 
     /**
-     * Starts {@code command} with stdout and stderr appended to {@code log}, and {@code extraFds} as the
-     * fds numbered {@link #childFdOf}(0), (1), …. {@code workDir} is removed by the watcher if the JVM dies.
+     * Starts {@code command} under the lifeline with the given stdio, and {@code extraFds} as the fds numbered
+     * {@link #childFdOf}(0), (1), …. If the JVM dies, the watcher kills the VMM's process group, runs the shell
+     * commands {@code onJvmDeath} (may be empty) and removes {@code workDir}.
      */
-    public static VmmProcess start(List<String> command, Path workDir, Path log, List<Fd> extraFds) {
+    public static VmmProcess start(List<String> command, Path workDir, Spawn.Redirect stdout, Spawn.Redirect stderr,
+                                   List<Fd> extraFds, String onJvmDeath) {
         Fd[] pipe = Posix.pipe();
         // The watcher must not keep the VMM's extra fds open (a peer would never see EOF): close them there.
         StringBuilder closes = new StringBuilder();
         for (int i = 0; i < extraFds.size(); i++) closes.append(' ').append(childFdOf(i)).append(">&-");
-        List<String> argv = new ArrayList<>(List.of("/bin/bash", "-c", SUPERVISOR.formatted(closes), "kiln-vmm",
+        String cleanup = onJvmDeath == null || onJvmDeath.isBlank() ? ":" : onJvmDeath;
+        List<String> argv = new ArrayList<>(List.of("/bin/bash", "-c", SUPERVISOR.formatted(closes, cleanup), "kiln-vmm",
                 workDir.toString()));
         List<Fd> fds = new ArrayList<>();
         fds.add(pipe[0]);
@@ -68,8 +96,8 @@ public final class VmmProcess {
         try {
             SpawnedProcess p = Spawn.of(argv)
                     .withStdin(Spawn.Redirect.devNull())
-                    .withStdout(Spawn.Redirect.file(log))
-                    .withStderr(Spawn.Redirect.sameAsStdout())
+                    .withStdout(stdout)
+                    .withStderr(stderr)
                     .withExtraFds(fds)
                     .withNewSession(true)
                     .start();
@@ -87,38 +115,105 @@ public final class VmmProcess {
         return Spawn.childFdOf(index + 1);
     }
 
-    public long pid() { return process.pid(); }
+    /**
+     * Takes the process {@code pid}, which the spawned one forked, as the VMM: from now on the VMM has exited only
+     * once both have, and kills reach it through a pidfd. Fails when it is already gone.
+     */
+    public void adopt(long pid) {
+        if (pid == process.pid()) return;
+        PidFd fd = PidFd.open(pid).orElseThrow(() -> new KilnException("process " + pid + " (forked by "
+                + command.getFirst() + ") is already gone"));
+        adopted = fd;
+    }
+
+    /** The VMM's pid: the adopted process's, else the spawned one's. */
+    public long pid() {
+        PidFd a = adopted;
+        return a != null ? a.pid() : process.pid();
+    }
+
+    /** The pid of the process Kiln spawned (a jailer that forks, or the VMM itself). */
+    public long spawnedPid() { return process.pid(); }
 
     public List<String> command() { return command; }
 
-    public boolean isAlive() { return process.exitStatus().isEmpty(); }
-
-    public CompletableFuture<ExitStatus> onExit() { return process.onExit(); }
-
-    public SpawnedProcess process() { return process; }
-
-    /** SIGKILL to the VMM's whole process group (a wrapper such as strace included). */
-    public void kill() {
-        killedByUs = true;
-        if (isAlive()) Posix.killGroup(process.pid(), Posix.SIGKILL);
+    public boolean isAlive() {
+        PidFd a = adopted;
+        return process.exitStatus().isEmpty() || (a != null && a.isAlive());
     }
 
-    /** Sends a signal to the VMM alone. */
+    /** Whether the VMM is stopped by a signal (SIGSTOP, SIGTSTP): then it can answer nothing. */
+    public boolean isStopped() {
+        try {
+            String stat = Files.readString(Path.of("/proc/" + pid() + "/stat"), StandardCharsets.US_ASCII);
+            String afterName = stat.substring(stat.lastIndexOf(')') + 2);
+            return afterName.charAt(0) == 'T';
+        } catch (IOException | RuntimeException e) {
+            return false; // gone, or unreadable: not stopped as far as we can tell
+        }
+    }
+
+    /**
+     * Completes once the VMM has exited (the adopted process too), with the spawned process's status: for an adopted
+     * VMM that is its parent's (the jailer's), not its own.
+     */
+    public CompletableFuture<ExitStatus> onExit() { return exit.copy(); }
+
+    /** Waits up to {@code timeout} for the VMM to exit; empty while it runs. */
+    public Optional<ExitStatus> awaitExit(Duration timeout) {
+        try {
+            return Optional.of(exit.get(timeout.toNanos(), TimeUnit.NANOSECONDS));
+        } catch (TimeoutException e) {
+            return Optional.empty();
+        } catch (ExecutionException e) {
+            throw e.getCause() instanceof KilnException k ? k : new KilnException("waiting for pid " + pid() + " failed", e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new KilnException("interrupted while waiting for pid " + pid() + " (" + command.getFirst() + ")", e);
+        }
+    }
+
+    /** How the spawned process ended, once it has. */
+    public Optional<ExitStatus> exitStatus() { return process.exitStatus(); }
+
+    /** Whether the exit status is the VMM's own (false when the VMM was adopted from a process that forked it). */
+    public boolean ownStatus() { return adopted == null; }
+
+    /** SIGKILL to the VMM's whole process group (a wrapper such as strace included) and to an adopted VMM. */
+    public void kill() {
+        killedByUs = true;
+        if (process.exitStatus().isEmpty()) Posix.killGroup(process.pid(), Posix.SIGKILL);
+        PidFd a = adopted;
+        if (a != null) a.signal(Posix.SIGKILL);
+    }
+
+    /** Sends a signal to the VMM alone; false when it has exited. */
     public boolean signal(int signal) {
         if (signal == Posix.SIGKILL) killedByUs = true;
-        return process.signal(signal);
+        PidFd a = adopted;
+        return a != null ? a.signal(signal) : process.signal(signal);
     }
 
     /** True when the SIGKILL that ended it came from Kiln. */
     public boolean killedByUs() { return killedByUs; }
 
-    /** Lets the watcher go; call once the VMM has exited. */
+    /** Lets the watcher go, telling it that Kiln has cleaned up; call once the VMM has exited. */
     public void releaseLifeline() {
-        lifeline.close();
+        if (!lifeline.isOpen()) return;
+        try {
+            byte[] released = "released\n".getBytes(StandardCharsets.US_ASCII);
+            Posix.writeFully(lifeline, released, 0, released.length);
+        } catch (KilnException e) {
+            // the watcher is gone already (killed with its process group): nothing to tell
+        } finally {
+            lifeline.close();
+            PidFd a = adopted;
+            if (a != null) a.close();
+        }
     }
 
     @Override
     public String toString() {
-        return "VmmProcess[pid " + process.pid() + "]";
+        return "VmmProcess[pid " + pid() + "]";
     }
 }

@@ -1,436 +1,100 @@
 package dev.kiln.firecracker;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import dev.kiln.AbnormalShutdownException;
-import dev.kiln.Console;
-import dev.kiln.Guest;
-import dev.kiln.GuestImage;
-import dev.kiln.WaitTimeoutException;
+import dev.kiln.Backend;
 import dev.kiln.KilnException;
-import dev.kiln.LaunchException;
-import dev.kiln.Machine;
-import dev.kiln.MachineState;
-import dev.kiln.agent.QgaGuest;
-import dev.kiln.image.Vmlinux;
+import dev.kiln.MachineSpec;
+import dev.kiln.SpecBuilder;
 import dev.kiln.Text;
+import dev.kiln.agent.QgaGuest;
 import dev.kiln.firecracker.api.ApiJson;
 import dev.kiln.firecracker.api.FirecrackerApi;
 import dev.kiln.firecracker.api.model.FullVmConfiguration;
 import dev.kiln.firecracker.api.model.InstanceState;
 import dev.kiln.firecracker.api.model.LoggerConfig;
 import dev.kiln.firecracker.net.NetworkNamespace;
-import dev.kiln.os.ExitStatus;
-import dev.kiln.os.Fd;
-import dev.kiln.os.Posix;
-import dev.kiln.os.UnixSocket;
-import dev.kiln.support.Deadline;
-import dev.kiln.support.Executables;
-import dev.kiln.support.VmmProcess;
-import dev.kiln.support.WorkDir;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
+import dev.kiln.vmm.VmmMachine;
 
 import java.io.IOException;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
-import java.nio.channels.ServerSocketChannel;
-import java.nio.channels.SocketChannel;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.OptionalInt;
-import java.util.OptionalLong;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.LinkedBlockingQueue;
+import java.util.Objects;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
-import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Consumer;
 import java.util.regex.MatchResult;
 import java.util.regex.Pattern;
 
 /**
- * A Firecracker microVM: the Java counterpart of Firecracker's test {@code Microvm}. Configure with
- * {@link #builder()}, then {@link #start()}; {@link #close()} always leaves nothing behind (process, sockets,
- * FIFOs, work dir, jail and cgroups). Firecracker's whole API is {@link #api()}.
+ * A Firecracker microVM: the Java counterpart of Firecracker's test {@code Microvm}. Configure with {@link #builder()}
+ * (or start any {@link MachineSpec} with {@link #create(MachineSpec)}), then {@link #start()}; {@link #close()} always
+ * leaves nothing behind (process, sockets, FIFOs, work dir, jail and cgroups). Its life is Kiln's common one
+ * ({@link VmmMachine}); Firecracker's whole API is {@link #api()}.
  *
- * <p>{@code start()} spawns Firecracker (directly, or through the {@link Jailer}), waits for its API socket,
- * then runs the configuration steps of the builder in order (each a named step, so a failure names it), and
- * boots the guest with {@code InstanceStart} when the builder asked for it. The VMM dies with the JVM even on
- * SIGKILL (see {@link VmmProcess}).
- *
- * <p>The serial console is Firecracker's stdin and stdout, handed over as one end of a unix socket: that is
- * {@link #console()}. Its log and metrics go to FIFOs that Kiln reads ({@link #log()}, {@link #awaitLogMessage},
- * {@link #flushMetrics()}).
+ * <p>{@code start()} spawns Firecracker (directly, or through the {@link Jailer}), waits for its API socket, configures
+ * the guest from the spec (boot source, machine size, vsock for the agent, taps), runs the builder's configuration
+ * steps in order (each a named step, so a failure names it), and boots the guest with {@code InstanceStart}. With
+ * {@code noGuest()} it configures nothing and boots nothing: the API is there to drive by hand.
  */
-public final class FirecrackerMachine implements Machine {
-    /** The vsock port {@link Builder#image} tells the image's agent to listen on. */
-    public static final int IMAGE_AGENT_PORT = 1024;
-    private static final Logger LOG = LoggerFactory.getLogger(FirecrackerMachine.class);
-    private static final Logger VMM_LOG = LoggerFactory.getLogger("dev.kiln.firecracker.vmm");
-    private static final AtomicInteger COUNTER = new AtomicInteger();
-    /** The line a healthy Firecracker logs first. */
-    static final String RUNNING_MARKER = "Running Firecracker";
+public final class FirecrackerMachine extends VmmMachine {
+    /** The vsock port the default image's agent listens on. */
+    public static final int IMAGE_AGENT_PORT = FirecrackerDriver.IMAGE_AGENT_PORT;
     /** What Firecracker logs when a signal (SIGHUP, SIGSEGV, SIGSYS…) ends it. */
-    public static final String INTERCEPTED_SIGNAL = "Shutting down VM after intercepting signal";
-    static final String JAILED_API_SOCKET = "/run/firecracker.socket";
+    public static final String INTERCEPTED_SIGNAL = FirecrackerDriver.INTERCEPTED_SIGNAL;
 
-    private final Builder config;
-    private final String id;
-    private final Console console;
-    private volatile MachineState state = MachineState.NEW;
-    private Path workDir;
-    private Path stderrFile;
-    private Jail jail;
-    private Path apiSocket;
-    private FifoReader logFifo;
-    private FifoReader metricsFifo;
-    private final LinkedBlockingQueue<String> metricsLines = new LinkedBlockingQueue<>();
-    private List<String> commandLine = List.of();
-    private VmmProcess process;
-    private Fd firecrackerLifeline;
-    private volatile long firecrackerPid;
-    private FirecrackerApi api;
-    private MemoryMonitor memoryMonitor;
-    private QgaGuest guest;
-    private volatile ExitStatus exitStatus;
-    private volatile String finalStderr;
-    private volatile boolean interceptedSignal;
-    /** Whether a signal ending Firecracker is expected (the builder's setting, or because Kiln sent one). */
-    private volatile boolean expectKillBySignal;
-    private final List<String> checkFailures = new ArrayList<>();
-    private final AtomicBoolean cleanedUp = new AtomicBoolean();
-    private final CompletableFuture<Void> cleanupDone = new CompletableFuture<>();
-    private final AtomicBoolean checksReported = new AtomicBoolean();
+    private final FirecrackerDriver firecracker;
 
-    private FirecrackerMachine(Builder b) {
-        this.config = b;
-        this.id = b.id != null ? Jailer.requireJailId(b.id) : "kiln-fc-" + ProcessHandle.current().pid() + "-" + COUNTER.incrementAndGet();
-        this.console = new Console(id);
-        this.expectKillBySignal = b.expectKillBySignal;
+    private FirecrackerMachine(MachineSpec spec, FirecrackerDriver driver) {
+        super(spec, driver);
+        this.firecracker = driver;
+        driver.attach(this);
+    }
+
+    /** A machine for {@code spec}, not started; the spec must be for Firecracker. */
+    public static FirecrackerMachine create(MachineSpec spec) {
+        if (spec.backend() != Backend.FIRECRACKER) {
+            throw new IllegalArgumentException("backend: the spec is for " + spec.backend().displayName() + ", not Firecracker");
+        }
+        FirecrackerOptions options = spec.options(FirecrackerOptions.class).orElse(FirecrackerOptions.DEFAULTS);
+        return new FirecrackerMachine(spec, new FirecrackerDriver(spec, options));
     }
 
     public static Builder builder() {
         return new Builder();
     }
 
-    @Override public String id() { return id; }
-
-    @Override public MachineState state() { return state; }
-
-    /** Firecracker's whole API. Fails before start and once the machine has stopped. */
-    public FirecrackerApi api() {
-        if (api == null || cleanedUp.get()) {
-            throw new KilnException("machine " + id + " has no API connection (state " + state
-                    + (config.noApi ? ", started with --no-api" : "") + ")");
-        }
-        return api;
+    @Override
+    public FirecrackerMachine start() {
+        super.start();
+        return this;
     }
 
-    /** The command line of the launch: the wrapper Kiln adds, then the jailer or Firecracker and their arguments. */
-    public List<String> commandLine() { return commandLine; }
+    /** Firecracker's whole API. Fails before start, with {@code --no-api}, and once the machine has stopped. */
+    public FirecrackerApi api() {
+        requireLiveOrStarting();
+        return firecracker.api();
+    }
 
     /** The host path of the API socket (inside the jail when jailed). */
-    public Path apiSocket() { return apiSocket; }
+    public Path apiSocket() {
+        return firecracker.apiSocket();
+    }
 
     /** The jail, when running under the jailer. */
     public Jail jail() {
-        if (jail == null) throw new KilnException("machine " + id + " does not run under the jailer");
-        return jail;
+        Jail j = firecracker.jail();
+        if (j == null) throw new KilnException("machine " + id() + " does not run under the jailer");
+        return j;
     }
 
-    // ---- start -----------------------------------------------------------------------------------
-
-    @Override
-    public synchronized FirecrackerMachine start() {
-        if (state != MachineState.NEW) {
-            throw new KilnException("machine " + id + " was already launched (state " + state + "); create a new one");
-        }
-        checkBinaries();
-        state = MachineState.STARTING;
-        Deadline deadline = Deadline.after(config.launchTimeout);
-        try {
-            spawn(deadline);
-            List<ConfigStep> steps = new ArrayList<>();
-            if (config.agentPort >= 0) steps.add(new ConfigStep("vsock for the guest agent", m -> m.addAgentVsock()));
-            steps.addAll(config.steps);
-            for (ConfigStep step : steps) {
-                try {
-                    step.action().accept(this);
-                } catch (RuntimeException e) {
-                    throw new KilnException("configuration step '" + step.name() + "' failed: " + e.getMessage(), e);
-                }
-            }
-            if (config.bootGuest) instanceStart();
-            state = MachineState.RUNNING;
-            process.onExit().thenRun(this::onProcessExit);
-            return this;
-        } catch (RuntimeException | IOException e) {
-            failLaunch(e);
-            throw new AssertionError("unreachable");
-        }
-    }
-
-    private void checkBinaries() {
-        checkBinary(config.binary, "Firecracker", "FIRECRACKER_BIN");
-        if (config.jailer != null) checkBinary(config.jailer.binary(), "jailer", "JAILER_BIN");
-    }
-
-    private static void checkBinary(String bin, String what, String variable) {
-        if (Executables.find(bin).isPresent()) return;
-        String where = bin.contains("/") ? "is missing or not executable" : "was not found on PATH (" + Executables.path() + ")";
-        throw new LaunchException(what + " binary '" + bin + "' " + where + "; install a release binary and set "
-                + variable + " to it", List.of(bin), null, null, null);
-    }
-
-    private void spawn(Deadline deadline) throws IOException {
-        workDir = WorkDir.create(config.baseTempDir, (id.startsWith("kiln-") ? id : "kiln-" + id) + "-");
-        stderrFile = workDir.resolve("firecracker.stderr");
-        Files.createFile(stderrFile);
-        Path binary = Executables.find(config.binary).orElseThrow().toAbsolutePath();
-        FirecrackerCommandLine fc = FirecrackerCommandLine.of(binary.toString()).withId(id)
-                .withBootTimer(config.bootTimer).withExtra(config.extraArgs);
-        if (config.jailer != null) {
-            jail = new Jail(config.jailer, id, binary);
-            jail.create();
-            jail.noteCgroups();
-            fc = fc.withId(null); // the jailer passes its own --id on, and Firecracker refuses a second one
-        }
-        // Files Firecracker reads or writes: in the work dir, or in the jail (then owned by the jail's user).
-        if (config.logFifo) {
-            logFifo = FifoReader.create(place("firecracker.log.fifo"), "log", this::onLogLine);
-            handOver(logFifo.path());
-            fc = fc.withLog(visible(logFifo.path()), config.logLevel.name()).withShowLevel(config.showLevel)
-                    .withShowLogOrigin(config.showLogOrigin);
-        } else if (config.logLevel != null) {
-            fc = fc.withLog(null, config.logLevel.name());
-        }
-        if (config.metricsFifo) {
-            metricsFifo = FifoReader.create(place("firecracker.metrics.fifo"), "metrics", metricsLines::add);
-            handOver(metricsFifo.path());
-            fc = fc.withMetricsPath(visible(metricsFifo.path()));
-        }
-        if (config.configFile != null) {
-            Path file = place("vm-config.json");
-            Files.write(file, ApiJson.mapper().writeValueAsBytes(completeForFile(config.configFile)));
-            handOver(file);
-            fc = fc.withConfigFile(visible(file));
-        }
-        if (config.metadata != null) {
-            Path file = place("mmds-metadata.json");
-            Files.write(file, ApiJson.mapper().writeValueAsBytes(config.metadata));
-            handOver(file);
-            fc = fc.withMetadata(visible(file));
-        }
-        if (config.noApi) {
-            fc = fc.withNoApi(true);
-        } else if (jail != null) {
-            apiSocket = jail.hostPath(JAILED_API_SOCKET);
-            fc = fc.withApiSocket(JAILED_API_SOCKET);
-        } else {
-            apiSocket = config.apiSocket != null ? config.apiSocket : workDir.resolve("api.sock");
-            // Firecracker refuses to start when a file is in the way of its socket.
-            Files.deleteIfExists(apiSocket);
-            fc = fc.withApiSocket(apiSocket.toString());
-        }
-
-        List<Fd> childFds = new ArrayList<>();
-        List<Fd> ours = new ArrayList<>();
-        try {
-            boolean consoleAttached = !(jail != null && config.jailer.daemonize());
-            if (consoleAttached) {
-                Fd serial = connectConsole();
-                ours.add(serial);
-                childFds.add(serial); // fd 4: Firecracker's stdin and stdout
-            }
-            List<String> vmm;
-            if (jail == null) {
-                vmm = new ArrayList<>(config.commandPrefix);
-                vmm.addAll(fc.toList());
-            } else {
-                List<String> jailerArgv = config.jailer.commandLine(id, binary, fc.arguments());
-                if (!config.jailer.forks()) {
-                    vmm = jailerArgv;
-                } else {
-                    Fd[] lifeline = Posix.pipe();
-                    ours.add(lifeline[0]);
-                    firecrackerLifeline = lifeline[1];
-                    childFds.add(lifeline[0]); // fd 5 (4 when there is no console): Firecracker's own lifeline
-                    vmm = Keeper.command(jail.pidFile(), consoleAttached, jailerArgv);
-                }
-            }
-            commandLine = consoleAttached && !(jail != null && config.jailer.forks()) ? withConsoleStdio(vmm) : vmm;
-            LOG.debug("{}: launching {}", id, String.join(" ", commandLine));
-            process = VmmProcess.start(commandLine, workDir, stderrFile, childFds);
-        } finally {
-            for (Fd fd : ours) fd.close(); // the child has its own copies now
-        }
-
-        if (!config.noApi) awaitApiSocket(deadline);
-        if (jail != null && config.jailer.forks()) firecrackerPid = readPidFile(deadline);
-        else firecrackerPid = process.pid();
-        if (logFifo != null) awaitRunningMarker(deadline);
-        if (!config.noApi) {
-            api = FirecrackerApi.overUnixSocket(apiSocket).timeout(config.apiTimeout);
-            api.describeInstance(); // proves the API answers, not only that the socket exists
-        }
-        if (config.memoryMonitorThresholdMib >= 0) {
-            memoryMonitor = MemoryMonitor.start(firecrackerPid, () -> guestMemoryMib(), config.memoryMonitorThresholdMib,
-                    config.memoryMonitorInterval, id);
-        }
-    }
-
-    /** A config file must list drives even when there are none: Firecracker's parser requires the field. */
-    private static FullVmConfiguration completeForFile(FullVmConfiguration c) {
-        return c.drives() != null ? c : c.withDrives(List.of());
-    }
-
-    private Path place(String name) {
-        return jail != null ? jail.root().resolve(name) : workDir.resolve(name);
-    }
-
-    /** The path Firecracker is given for a file Kiln placed. */
-    private String visible(Path placed) {
-        return jail != null ? "/" + jail.root().relativize(placed) : placed.toString();
-    }
-
-    private void handOver(Path placed) {
-        if (jail != null) jail.handOver(placed);
-    }
-
-    /**
-     * Kiln listens on a socket in the work dir and connects to it itself: the connected end goes to
-     * Firecracker as its stdin and stdout, the accepted end is the console.
-     */
-    private Fd connectConsole() throws IOException {
-        Path path = workDir.resolve("console.sock");
-        try (ServerSocketChannel listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
-            listener.bind(UnixDomainSocketAddress.of(path));
-            Fd serial = UnixSocket.connect(path);
-            SocketChannel ours = listener.accept();
-            console.attach(ours);
-            if (config.consoleLog != null) console.teeTo(config.consoleLog);
-            return serial;
-        } finally {
-            Files.deleteIfExists(path);
-        }
-    }
-
-    /** Runs {@code argv} with fd 4 as its stdin and stdout. */
-    private static List<String> withConsoleStdio(List<String> argv) {
-        List<String> all = new ArrayList<>(List.of("/bin/sh", "-c", "exec <&4 >&4 4>&-; exec \"$@\"", "kiln-firecracker"));
-        all.addAll(argv);
-        return all;
-    }
-
-    private void awaitApiSocket(Deadline deadline) {
-        long pauseMicros = 500;
-        while (true) {
-            if (!process.isAlive()) throw new KilnException("Firecracker exited before it opened its API socket " + apiSocket);
-            if (Files.exists(apiSocket)) {
-                try (Fd probe = UnixSocket.connect(apiSocket)) {
-                    return;
-                } catch (KilnException notYet) {
-                    // bound but not listening yet
-                }
-            }
-            if (deadline.expired()) {
-                throw new KilnException("Firecracker did not open its API socket " + apiSocket + " within "
-                        + Text.human(deadline.total()));
-            }
-            sleepMicros(pauseMicros);
-            pauseMicros = Math.min(pauseMicros * 2, 20_000);
-        }
-    }
-
-    private long readPidFile(Deadline deadline) {
-        Path file = jail.pidFile();
-        long pauseMicros = 1000;
-        while (true) {
-            try {
-                String s = Files.exists(file) ? Files.readString(file).strip() : "";
-                if (!s.isEmpty()) return Long.parseLong(s);
-            } catch (IOException | NumberFormatException e) {
-                // written as we read: try again
-            }
-            if (deadline.expired()) throw new KilnException("the jailer did not write Firecracker's pid to " + file + " within " + Text.human(deadline.total()));
-            sleepMicros(pauseMicros);
-            pauseMicros = Math.min(pauseMicros * 2, 20_000);
-        }
-    }
-
-    private void awaitRunningMarker(Deadline deadline) {
-        if (logFifo.await(Pattern.compile(Pattern.quote(RUNNING_MARKER)), deadline.remaining()) == null) {
-            throw new KilnException("Firecracker did not log '" + RUNNING_MARKER + "' within " + Text.human(deadline.total())
-                    + " (" + logFifo.describeEnd() + ")");
-        }
-    }
-
-    private static void sleepMicros(long micros) {
-        try {
-            TimeUnit.MICROSECONDS.sleep(micros);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new KilnException("interrupted while starting Firecracker", e);
-        }
-    }
-
-    private void onLogLine(String line) {
-        if (VMM_LOG.isDebugEnabled()) VMM_LOG.debug("[{}] {}", id, line);
-    }
-
-    private void failLaunch(Exception cause) {
-        Integer code = null;
-        if (process != null) {
-            var st = process.process().waitFor(Duration.ofMillis(300)); // a dying Firecracker's last words
-            if (st.isEmpty()) hardKill();
-            else code = st.get().shellCode();
-        }
-        cleanup();
-        state = MachineState.FAILED;
-        throw new LaunchException("Firecracker launch of " + id + " failed: " + cause.getMessage(), commandLine, code,
-                vmmLog() + consoleSection(), cause);
-    }
-
-    private String consoleSection() {
-        String c = console.tail(2000);
-        return c.isBlank() ? "" : "\n[serial console]\n" + c;
-    }
-
-    // ---- the guest -------------------------------------------------------------------------------
-
-    /** The Firecracker-side path of the agent's vsock socket. */
-    private String agentVsockPath() {
-        return jail != null ? "/kiln-vsock.sock" : workDir.resolve("vsock.sock").toString();
-    }
-
-    private void addAgentVsock() {
-        setup().addVsock(config.agentCid, agentVsockPath());
-        Path hostUds = hostPathOf(agentVsockPath());
-        // A booted guest answers CONNECT within milliseconds; a short dial keeps awaitReady's retries inside its budget.
-        guest = new QgaGuest(() -> VsockDialer.dial(hostUds, config.agentPort, Duration.ofSeconds(2)),
-                () -> console.tail(2000), id);
-    }
-
-    /**
-     * Boots the configured guest ({@code PUT /actions InstanceStart}) and checks, like the seed, that the
-     * instance went from "Not started" to "Running".
-     */
+    /** Boots a guest the configuration steps set up ({@code InstanceStart}); checks it went from Not started to Running. */
     public void instanceStart() {
-        InstanceState before = api().describeInstance().state();
-        if (before != InstanceState.NOT_STARTED) {
-            throw new KilnException("machine " + id + " cannot boot its guest: the instance is " + before + ", not Not started");
-        }
-        api().instanceStart();
-        InstanceState after = api().describeInstance().state();
-        if (after != InstanceState.RUNNING) {
-            throw new KilnException("InstanceStart was accepted but the instance is " + after + ", not Running");
-        }
-        if (state == MachineState.PAUSED) state = MachineState.RUNNING;
+        requireLive("instanceStart()");
+        call(() -> {
+            firecracker.instanceStart();
+            return null;
+        });
     }
 
     /** The instance state as Firecracker reports it ({@code GET /}). */
@@ -438,54 +102,45 @@ public final class FirecrackerMachine implements Machine {
         return api().describeInstance().state();
     }
 
-    @Override
-    public void pause() {
-        requireRunning();
-        api().pause();
-        state = MachineState.PAUSED;
-    }
-
-    @Override
-    public void resume() {
-        requireRunning();
-        api().resume();
-        state = MachineState.RUNNING;
-    }
-
-    private void requireRunning() {
-        if (state != MachineState.RUNNING && state != MachineState.PAUSED) {
-            throw new KilnException("machine " + id + " is " + state + ", not running");
-        }
-    }
-
     /**
-     * The seed's configuration shortcuts ({@code basic_config}, drives, interfaces, vsock, snapshot flows),
-     * with host files put where Firecracker can see them (into the jail when jailed).
+     * The seed's configuration shortcuts ({@code basic_config}, drives, interfaces, vsock, snapshot flows), with host
+     * files put where Firecracker can see them (into the jail when jailed).
      */
     public MicrovmSetup setup() {
-        return new MicrovmSetup(api(), this::resource);
+        requireLiveOrStarting();
+        return firecracker.setup();
     }
 
     /** The path Firecracker is given for host file {@code file}: itself, or its jailed path (linked or copied in). */
     public String resource(Path file, boolean writable) {
-        return jail != null ? jail.put(file, writable) : file.toAbsolutePath().toString();
+        return firecracker.resource(file, writable);
     }
 
     /** Pins Firecracker's threads (VMM, API, vCPUs) to CPUs. */
     public CpuPinning cpuPinning() {
-        return new CpuPinning(pid().orElseThrow(() -> new KilnException("machine " + id + " is not running")));
+        return new CpuPinning(pid().orElseThrow(() -> new KilnException("machine " + id() + " is not running")));
     }
 
     /** The host path of a path Firecracker was given (e.g. a vsock {@code uds_path}): inside the jail when jailed. */
     public Path hostPathOf(String firecrackerPath) {
-        return jail != null ? jail.hostPath(firecrackerPath) : Path.of(firecrackerPath);
+        return firecracker.hostPathOf(firecrackerPath);
     }
 
-    // ---- logs and metrics ------------------------------------------------------------------------
+    /** The agent client over vsock, with QGA's raw commands. */
+    public QgaGuest agent() {
+        QgaGuest g = firecracker.agent();
+        if (g == null) {
+            throw new KilnException("machine " + id() + " has no guest agent: Guest on Firecracker needs a booted guest that"
+                    + " runs qemu-guest-agent on vsock (Kiln's image does; otherwise agentOverVsock(port)); use console() or api()");
+        }
+        return g;
+    }
+
+    // ---- logs and metrics ------------------------------------------------------------------------------
 
     /** Everything Firecracker logged to its log FIFO so far (the last 16 MiB). */
     public String log() {
-        return logFifo == null ? "" : logFifo.text();
+        return firecracker.log();
     }
 
     /** Waits until {@code literal} appears anywhere in the log. */
@@ -494,32 +149,29 @@ public final class FirecrackerMachine implements Machine {
     }
 
     /**
-     * Waits until {@code pattern} matches anywhere in the log (the whole log, like the seed's
-     * {@code check_log_message}); fails with the log's tail on timeout or when the log ends without it.
+     * Waits until {@code pattern} matches anywhere in the log (the whole log, like the seed's {@code check_log_message});
+     * fails with the log's tail on timeout or when the log ends without it.
      */
     public MatchResult awaitLogMessage(Pattern pattern, Duration timeout) {
-        if (logFifo == null) throw new KilnException("machine " + id + " has no log FIFO (logFifo(false))");
-        MatchResult m = logFifo.await(pattern, timeout);
-        if (m == null) {
-            throw new WaitTimeoutException("/" + pattern.pattern() + "/ in Firecracker's log of " + id
-                    + " (" + logFifo.describeEnd() + ")", timeout, logFifo.tail(2000));
-        }
-        return m;
+        if (firecracker.logFifo() == null) throw new KilnException("machine " + id() + " has no log FIFO (logFifo(false))");
+        return awaitVmmLog(pattern, timeout);
     }
 
     /**
-     * Makes Firecracker write its metrics now and returns them (one JSON object), like the seed's
-     * {@code flush_metrics}. Lines Firecracker wrote earlier (it also flushes every 60 s) are dropped first.
+     * Makes Firecracker write its metrics now and returns them (one JSON object), like the seed's {@code flush_metrics}.
+     * Lines Firecracker wrote earlier (it also flushes every 60 s) are dropped first.
      */
     public JsonNode flushMetrics() {
-        if (metricsFifo == null) throw new KilnException("machine " + id + " has no metrics FIFO (metricsFifo(false))");
-        metricsLines.clear();
+        FifoReader fifo = firecracker.metricsFifo();
+        if (fifo == null) throw new KilnException("machine " + id() + " has no metrics FIFO (metricsFifo(false))");
+        firecracker.metricsLines.clear();
         api().flushMetrics();
+        Duration wait = firecracker.options.apiTimeout;
         try {
-            String line = metricsLines.poll(config.apiTimeout.toNanos(), TimeUnit.NANOSECONDS);
+            String line = firecracker.metricsLines.poll(wait.toNanos(), TimeUnit.NANOSECONDS);
             if (line == null) {
-                throw new KilnException("Firecracker wrote no metrics line within " + Text.human(config.apiTimeout)
-                        + " of FlushMetrics (" + metricsFifo.describeEnd() + ")");
+                throw new KilnException("Firecracker wrote no metrics line within " + Text.human(wait)
+                        + " of FlushMetrics (" + fifo.describeEnd() + ")");
             }
             return ApiJson.mapper().readTree(line);
         } catch (IOException e) {
@@ -533,7 +185,7 @@ public final class FirecrackerMachine implements Machine {
     /** Every metrics line written so far that {@link #flushMetrics()} has not consumed, parsed. */
     public List<JsonNode> drainMetrics() {
         List<String> lines = new ArrayList<>();
-        metricsLines.drainTo(lines);
+        firecracker.metricsLines.drainTo(lines);
         List<JsonNode> out = new ArrayList<>();
         for (String l : lines) {
             try {
@@ -547,295 +199,31 @@ public final class FirecrackerMachine implements Machine {
 
     /** True when Firecracker logged that a signal ended it (SIGHUP, SIGSEGV, SIGSYS from seccomp…). */
     public boolean interceptedSignal() {
-        return interceptedSignal || log().contains(INTERCEPTED_SIGNAL);
+        return firecracker.interceptedSignal();
     }
 
     /** The opt-in checks that failed at shutdown (API call durations, memory overhead, unexpected signal). */
-    public synchronized List<String> checkFailures() {
-        return List.copyOf(checkFailures);
+    public List<String> checkFailures() {
+        return firecracker.checkFailures();
     }
 
-    private int guestMemoryMib() {
-        try {
-            Integer mib = api().getMachineConfiguration().memSizeMib();
-            return mib == null ? 0 : mib;
-        } catch (RuntimeException e) {
-            return -1; // the API is gone: the sample is skipped
+    /** The configuration steps run while the machine starts: the API is theirs then too. */
+    private void requireLiveOrStarting() {
+        if (state() != dev.kiln.MachineState.STARTING) requireLive("use Firecracker's API");
+    }
+
+    /** A named configuration step that {@link #start()} runs after the API answers, in order. */
+    public record ConfigStep(String name, Consumer<FirecrackerMachine> action) {
+        public ConfigStep {
+            Objects.requireNonNull(name, "name");
+            Objects.requireNonNull(action, "action");
         }
     }
 
-    // ---- stop ------------------------------------------------------------------------------------
-
-    /**
-     * Graceful stop: with a running guest, {@code SendCtrlAltDel} (the guest reboots, and Firecracker exits
-     * on reboot); without one, SIGTERM. Then waits up to {@code timeout}, kills if need be, cleans up.
-     */
-    @Override
-    public void shutdown(Duration timeout) {
-        if (!launched()) return;
-        state = MachineState.STOPPING;
-        try {
-            softShutdown(timeout);
-        } catch (RuntimeException e) {
-            hardKill();
-            cleanup();
-            throw new AbnormalShutdownException("could not shut " + id + " down gracefully: " + e.getMessage(), e);
-        }
-        cleanup();
-        throwCheckFailures();
-    }
-
-    private void softShutdown(Duration timeout) {
-        if (!isRunning()) return;
-        boolean guestRunning = false;
-        if (api != null) {
-            try {
-                guestRunning = api.describeInstance().state() == InstanceState.RUNNING;
-            } catch (RuntimeException e) {
-                LOG.debug("{}: no answer to GET / before shutdown: {}", id, e.getMessage());
-            }
-        }
-        if (guestRunning) {
-            api.sendCtrlAltDel();
-        } else {
-            expectKillBySignal = true; // a SIGTERM from us is no surprise
-            if (!Posix.kill(firecrackerPid, Posix.SIGTERM)) return;
-        }
-        if (!awaitFirecrackerExit(timeout)) {
-            throw new WaitTimeoutException("Firecracker " + id + " to exit after " + (guestRunning ? "SendCtrlAltDel" : "SIGTERM"),
-                    timeout, log().isEmpty() ? console.tail(2000) : Text.tail(log(), 2000));
-        }
-    }
-
-    @Override
-    public void kill() {
-        if (!launched()) return;
-        state = MachineState.STOPPING;
-        expectKillBySignal = true;
-        hardKill();
-        cleanup();
-        throwCheckFailures();
-    }
-
-    @Override
-    public int awaitExit(Duration timeout) {
-        if (process == null) throw new KilnException("machine " + id + " was never started");
-        if (!awaitFirecrackerExit(timeout)) {
-            state = MachineState.STOPPING;
-            hardKill();
-            cleanup();
-            throw new AbnormalShutdownException("machine " + id + " did not exit by itself within " + Text.human(timeout),
-                    new WaitTimeoutException("Firecracker " + id + " to exit", timeout, console.tail(2000)));
-        }
-        if (state != MachineState.EXITED) state = MachineState.STOPPING;
-        cleanup(); // or wait for the one the exit started
-        throwCheckFailures();
-        return exitStatus == null ? -1 : exitStatus.shellCode();
-    }
-
-    /** Waits for Firecracker itself (not only the process Kiln spawned, which a forking jailer leaves early). */
-    private boolean awaitFirecrackerExit(Duration timeout) {
-        Deadline d = Deadline.after(timeout);
-        if (process.process().waitFor(timeout).isEmpty()) return false;
-        if (firecrackerPid != process.pid()) {
-            var handle = ProcessHandle.of(firecrackerPid);
-            if (handle.isPresent()) {
-                try {
-                    handle.get().onExit().get(d.remainingNanos(), TimeUnit.NANOSECONDS);
-                } catch (TimeoutException e) {
-                    return false;
-                } catch (Exception e) {
-                    throw new KilnException("waiting for Firecracker pid " + firecrackerPid + " failed: " + e.getMessage(), e);
-                }
-            }
-        }
-        return true;
-    }
-
-    private void hardKill() {
-        if (process == null) return;
-        process.kill();
-        if (firecrackerPid > 0 && firecrackerPid != process.pid() && ProcessHandle.of(firecrackerPid).isPresent()) {
-            Posix.kill(firecrackerPid, Posix.SIGKILL); // a daemonized jailer put it out of our process group
-        }
-        if (!awaitFirecrackerExit(Duration.ofSeconds(60))) {
-            throw new KilnException("Firecracker " + id + " (pid " + firecrackerPid + ") survived SIGKILL for 60 s");
-        }
-    }
-
-    private boolean launched() {
-        return process != null && !cleanedUp.get();
-    }
-
-    /** Firecracker exited: by our hand, the guest's, or a crash. Clean up whoever caused it. */
-    private void onProcessExit() {
-        if (state == MachineState.RUNNING || state == MachineState.PAUSED) {
-            Thread.ofVirtual().name("kiln-reap-" + id).start(this::cleanup);
-        }
-    }
-
-    /**
-     * Runs once: closes connections, drains the FIFOs, removes work dir, jail and cgroups, runs the checks.
-     * A second caller waits until the first has finished, so that everything is gone when it returns.
-     */
-    private void cleanup() {
-        if (!cleanedUp.compareAndSet(false, true)) {
-            try {
-                cleanupDone.get(120, TimeUnit.SECONDS);
-            } catch (Exception e) {
-                LOG.warn("{}: waiting for cleanup failed: {}", id, e.toString());
-            }
-            return;
-        }
-        try {
-            cleanupOnce();
-        } finally {
-            cleanupDone.complete(null);
-        }
-    }
-
-    private void cleanupOnce() {
-        if (memoryMonitor != null) memoryMonitor.stop();
-        if (guest != null) guest.close();
-        if (api != null) api.close();
-        if (process != null) {
-            if (process.isAlive() || (firecrackerPid != process.pid() && ProcessHandle.of(firecrackerPid).isPresent())) hardKill();
-            exitStatus = process.process().waitFor(Duration.ofSeconds(60)).orElse(null);
-        }
-        console.close();
-        if (logFifo != null) logFifo.close();
-        if (metricsFifo != null) metricsFifo.close();
-        finalStderr = readStderr();
-        if (process != null) process.releaseLifeline();
-        if (firecrackerLifeline != null) firecrackerLifeline.close();
-        try {
-            WorkDir.delete(workDir);
-            if (jail != null) jail.cleanup(Duration.ofSeconds(10));
-        } catch (RuntimeException e) {
-            LOG.warn("{}: cleanup left something behind: {}", id, e.getMessage());
-        }
-        runChecks();
-        if (state != MachineState.FAILED && state != MachineState.STARTING) state = MachineState.EXITED;
-    }
-
-    private synchronized void runChecks() {
-        String log = log();
-        interceptedSignal = log.contains(INTERCEPTED_SIGNAL);
-        if (interceptedSignal && !expectKillBySignal) {
-            LOG.error("Firecracker {} was ended by a signal it intercepted; its log:\n{}", id, log);
-            if (config.failOnInterceptedSignal) checkFailures.add("Firecracker logged '" + INTERCEPTED_SIGNAL + "'");
-        }
-        if (config.maxApiCallDuration != null && logFifo != null) {
-            try {
-                for (ApiCallDurations.Call c : ApiCallDurations.slowerThan(log, config.maxApiCallDuration)) {
-                    checkFailures.add("API call " + c + " exceeded " + Text.human(config.maxApiCallDuration));
-                }
-            } catch (IllegalStateException e) {
-                checkFailures.add("API call durations cannot be checked: " + e.getMessage());
-            }
-        }
-        if (memoryMonitor != null) checkFailures.addAll(memoryMonitor.exceedances());
-    }
-
-    /** Reports the failed checks once, to whichever stop call comes first. */
-    private void throwCheckFailures() {
-        List<String> failures = checkFailures();
-        if (!failures.isEmpty() && checksReported.compareAndSet(false, true)) {
-            throw new FirecrackerCheckException("machine " + id + " failed its checks:\n  " + String.join("\n  ", failures));
-        }
-    }
-
-    private String readStderr() {
-        try {
-            return stderrFile != null && Files.exists(stderrFile) ? Files.readString(stderrFile, StandardCharsets.UTF_8) : "";
-        } catch (IOException e) {
-            return "(cannot read " + stderrFile + ": " + e.getMessage() + ")";
-        }
-    }
-
-    @Override
-    public boolean isRunning() {
-        if (process == null || cleanedUp.get() && exitStatus != null) return false;
-        if (process.isAlive()) return true;
-        return firecrackerPid != process.pid() && firecrackerPid > 0 && ProcessHandle.of(firecrackerPid).isPresent();
-    }
-
-    /**
-     * The exit code of the process Kiln spawned: Firecracker itself, or the jailer (which becomes Firecracker
-     * unless it forks; with {@code --daemonize} or {@code --new-pid-ns} Firecracker's own code is not observable).
-     */
-    @Override
-    public OptionalInt exitCode() {
-        if (exitStatus != null) return OptionalInt.of(exitStatus.shellCode());
-        if (process == null) return OptionalInt.empty();
-        return process.process().exitStatus().map(s -> OptionalInt.of(s.shellCode())).orElse(OptionalInt.empty());
-    }
-
-    public ExitStatus exitStatus() { return exitStatus; }
-
-    /** Firecracker's pid (read from the jail's pid file when the jailer forks). */
-    @Override
-    public OptionalLong pid() {
-        return isRunning() && firecrackerPid > 0 ? OptionalLong.of(firecrackerPid) : OptionalLong.empty();
-    }
-
-    @Override public Path workDir() { return workDir; }
-
-    @Override public Console console() { return console; }
-
-    /**
-     * The guest agent: qemu-guest-agent reached over vsock ({@link Builder#agentOverVsock}), through
-     * Firecracker's {@code CONNECT} handshake. The guest must run the agent on that vsock port.
-     */
-    @Override
-    public Guest guest() {
-        if (guest == null) {
-            throw new KilnException("machine " + id + " has no guest agent: Guest on Firecracker needs a booted guest that "
-                    + "runs qemu-guest-agent on vsock, and the machine built with agentOverVsock(cid, port); use console() or api()");
-        }
-        return guest;
-    }
-
-    /** The agent client, with QGA's raw commands. */
-    public QgaGuest agent() {
-        return (QgaGuest) guest();
-    }
-
-    /** Firecracker's log (from the FIFO) followed by its stderr (where it writes fatal errors). */
-    @Override
-    public String vmmLog() {
-        String stderr = finalStderr != null ? finalStderr : readStderr();
-        String log = log();
-        if (stderr.isBlank()) return log;
-        return log + (log.isEmpty() || log.endsWith("\n") ? "" : "\n") + "[stderr]\n" + stderr;
-    }
-
-    @Override
-    public void close() {
-        if (!launched()) return;
-        try {
-            shutdown(config.shutdownTimeout);
-        } catch (AbnormalShutdownException e) {
-            LOG.warn("{}", e.getMessage());
-        }
-    }
-
-    @Override
-    public String toString() {
-        return "FirecrackerMachine[" + id + ", " + state + (firecrackerPid > 0 ? ", pid " + firecrackerPid : "") + "]";
-    }
-
-    // ---- configuration ---------------------------------------------------------------------------
-
-    /** A named configuration step that {@link #start()} runs after spawning, in order. */
-    public record ConfigStep(String name, Consumer<FirecrackerMachine> action) {}
-
-    /** Settings for a {@link FirecrackerMachine}; every one has a sane default. */
-    public static final class Builder {
+    /** Settings for a {@link FirecrackerMachine}: the common ones of every backend, and Firecracker's own. */
+    public static final class Builder extends SpecBuilder<Builder> {
         private String binary = System.getenv().getOrDefault("FIRECRACKER_BIN", "firecracker");
         private Jailer jailer;
-        private String id;
-        private Path baseTempDir = Path.of(System.getProperty("java.io.tmpdir"));
         private Path apiSocket;
         private boolean logFifo = true;
         private LoggerConfig.Level logLevel = LoggerConfig.Level.Info;
@@ -846,32 +234,68 @@ public final class FirecrackerMachine implements Machine {
         private JsonNode metadata;
         private boolean noApi;
         private boolean bootTimer;
-        private boolean bootGuest;
-        private final List<String> extraArgs = new ArrayList<>();
         private final List<String> commandPrefix = new ArrayList<>();
+        private final List<String> extraArgs = new ArrayList<>();
         private final List<ConfigStep> steps = new ArrayList<>();
-        private Path consoleLog;
-        private Duration launchTimeout = Duration.ofSeconds(30);
+        private boolean instanceStart;
         private Duration apiTimeout = FirecrackerApi.DEFAULT_TIMEOUT;
-        private Duration shutdownTimeout = Duration.ofSeconds(30);
         private boolean expectKillBySignal;
         private boolean failOnInterceptedSignal;
         private Duration maxApiCallDuration;
         private int memoryMonitorThresholdMib = -1;
         private Duration memoryMonitorInterval = Duration.ofMillis(250);
-        private int agentCid = 3;
         private int agentPort = -1;
+        private boolean kvmCheck = true;
+
+        Builder() {
+            backend(Backend.FIRECRACKER);
+        }
+
+        /** Takes the spec's settings, and its Firecracker options when it has some. */
+        @Override
+        public Builder from(MachineSpec spec) {
+            super.from(spec);
+            backend(Backend.FIRECRACKER);
+            spec.options(FirecrackerOptions.class).ifPresent(o -> {
+                binary = o.binary;
+                jailer = o.jailer;
+                apiSocket = o.apiSocket;
+                logFifo = o.logFifo;
+                logLevel = o.logLevel;
+                showLevel = o.showLevel;
+                showLogOrigin = o.showLogOrigin;
+                metricsFifo = o.metricsFifo;
+                configFile = o.configFile;
+                metadata = o.metadata;
+                noApi = o.noApi;
+                bootTimer = o.bootTimer;
+                commandPrefix.clear();
+                commandPrefix.addAll(o.commandPrefix);
+                extraArgs.clear();
+                extraArgs.addAll(o.extraArgs);
+                steps.clear();
+                steps.addAll(o.steps);
+                instanceStart = o.instanceStart;
+                apiTimeout = o.apiTimeout;
+                expectKillBySignal = o.expectKillBySignal;
+                failOnInterceptedSignal = o.failOnInterceptedSignal;
+                maxApiCallDuration = o.maxApiCallDuration;
+                memoryMonitorThresholdMib = o.memoryMonitorThresholdMib;
+                memoryMonitorInterval = o.memoryMonitorInterval;
+                agentPort = o.agentPort;
+                kvmCheck = o.kvmCheck;
+            });
+            return this;
+        }
 
         /** The Firecracker binary; default {@code FIRECRACKER_BIN}, else {@code firecracker} on PATH. */
-        public Builder binary(String path) { this.binary = path; return this; }
+        public Builder binary(String path) { this.binary = Objects.requireNonNull(path, "binary"); return this; }
 
         /** Runs Firecracker through the jailer (needs root). */
         public Builder jailer(Jailer jailer) { this.jailer = jailer; return this; }
 
-        /** Firecracker's {@code --id} (and the jail's): 1 to 64 letters, digits and '-'. */
-        public Builder id(String id) { this.id = Jailer.requireJailId(id); return this; }
-
-        public Builder baseTempDir(Path dir) { this.baseTempDir = dir; return this; }
+        /** Same as {@link #name}: Firecracker's {@code --id} (and the jail's). */
+        public Builder id(String id) { return name(id); }
 
         /** Where the API socket goes when not jailed (default: the work dir); a stale file there is removed. */
         public Builder apiSocket(Path path) { this.apiSocket = path; return this; }
@@ -911,25 +335,20 @@ public final class FirecrackerMachine implements Machine {
         /** Arguments appended to Firecracker's own. */
         public Builder args(String... more) { extraArgs.addAll(List.of(more)); return this; }
 
-        /** Adds a configuration step, run in order after the API answers (e.g. {@code vm -> vm.basicConfig(...)}). */
+        /** Adds a configuration step, run in order after the API answers (e.g. {@code vm -> vm.setup().addDrive(...)}). */
         public Builder configure(String name, Consumer<FirecrackerMachine> action) {
             steps.add(new ConfigStep(name, action));
             return this;
         }
 
-        /** Boots the guest ({@code InstanceStart}) after the configuration steps (default off). */
-        public Builder bootGuest(boolean on) { this.bootGuest = on; return this; }
-
-        /** Also writes the serial console to a file. */
-        public Builder consoleLog(Path file) { this.consoleLog = file; return this; }
-
-        public Builder launchTimeout(Duration d) { this.launchTimeout = d; return this; }
+        /**
+         * With {@code noGuest()}: still boot ({@code InstanceStart}) after the configuration steps, which set up a boot
+         * source of their own. A spec with a guest always boots it.
+         */
+        public Builder instanceStart(boolean on) { this.instanceStart = on; return this; }
 
         /** How long one API request may take (default 30 s). */
-        public Builder apiTimeout(Duration d) { this.apiTimeout = d; return this; }
-
-        /** How long {@link FirecrackerMachine#close()} waits for a graceful stop before killing. */
-        public Builder shutdownTimeout(Duration d) { this.shutdownTimeout = d; return this; }
+        public Builder apiTimeout(Duration d) { this.apiTimeout = Objects.requireNonNull(d, "apiTimeout"); return this; }
 
         /** Says a signal will end Firecracker, so its "intercepting signal" log line is no surprise. */
         public Builder expectKillBySignal(boolean on) { this.expectKillBySignal = on; return this; }
@@ -938,62 +357,71 @@ public final class FirecrackerMachine implements Machine {
         public Builder failOnInterceptedSignal(boolean on) { this.failOnInterceptedSignal = on; return this; }
 
         /**
-         * Opt-in check, at shutdown, that no API call took longer than {@code max} by Firecracker's own
-         * account (needs its Debug log, so this sets the level to Debug).
+         * Opt-in check, at shutdown, that no API call took longer than {@code max} by Firecracker's own account (needs its
+         * Debug log, so this sets the level to Debug).
          */
         public Builder checkApiCallDurations(Duration max) {
-            this.maxApiCallDuration = max;
+            this.maxApiCallDuration = Objects.requireNonNull(max, "max");
             this.logLevel = LoggerConfig.Level.Debug;
             return this;
         }
 
         /**
-         * Opt-in memory monitor: samples Firecracker's RSS every {@code interval} and fails the shutdown when it
-         * exceeded the guest's memory by more than {@code thresholdMib}.
+         * Opt-in memory monitor: samples Firecracker's RSS every {@code interval} and fails the shutdown when it exceeded
+         * the guest's memory by more than {@code thresholdMib}.
          */
         public Builder memoryMonitor(int thresholdMib, Duration interval) {
-            if (thresholdMib < 0) throw new IllegalArgumentException("threshold must not be negative: " + thresholdMib);
+            if (thresholdMib < 0) throw new IllegalArgumentException("memoryMonitor: threshold must not be negative: " + thresholdMib);
             this.memoryMonitorThresholdMib = thresholdMib;
-            this.memoryMonitorInterval = interval;
+            this.memoryMonitorInterval = Objects.requireNonNull(interval, "interval");
             return this;
         }
 
         /**
-         * Adds a vsock device (guest CID {@code guestCid}) and makes {@link FirecrackerMachine#guest()} talk to
-         * qemu-guest-agent on vsock port {@code port} of the guest. The image must start the agent there
-         * (e.g. {@code qemu-ga -m vsock-listen -p 4294967295:PORT}).
+         * Makes {@link FirecrackerMachine#guest()} talk to qemu-guest-agent on vsock port {@code port} of the guest (the
+         * vsock device has the spec's guest CID, 3 by default). The image must start the agent there (e.g.
+         * {@code qemu-ga -m vsock-listen -p 4294967295:PORT}); Kiln's image does, on {@value FirecrackerMachine#IMAGE_AGENT_PORT}.
          */
-        public Builder agentOverVsock(int guestCid, int port) {
-            if (guestCid < 3) throw new IllegalArgumentException("guest CIDs start at 3, got " + guestCid);
-            if (port < 0) throw new IllegalArgumentException("vsock port must not be negative: " + port);
-            this.agentCid = guestCid;
+        public Builder agentOverVsock(int port) {
+            if (port < 0) throw new IllegalArgumentException("agentOverVsock: vsock port must not be negative: " + port);
             this.agentPort = port;
             return this;
         }
 
         /**
-         * Boots a Kiln image the way {@code QemuMachine} does, so that {@code guest().exec} works unchanged:
-         * the kernel as an ELF vmlinux (extracted from the bzImage once, cached under {@code ~/.cache/kiln/vmlinux}),
-         * the initrd, a vsock device for guest CID 3, and the image's agent on vsock port {@value FirecrackerMachine#IMAGE_AGENT_PORT}
-         * ({@code kiln.agent=vsock}: the default image starts qemu-ga there).
+         * Whether start() refuses to boot a guest on a host without usable KVM (default on: the guest would die at its
+         * first instruction). Off for tests of Firecracker's API around a guest that never runs.
          */
-        public Builder image(GuestImage image, int vcpus, int memMib) {
-            image.validate();
-            Path vmlinux = Vmlinux.cached(image.kernel(), Path.of(System.getProperty("user.home"), ".cache", "kiln", "vmlinux"));
-            String bootArgs = ("console=ttyS0 reboot=k panic=1 kiln.agent=vsock kiln.agent_port=" + IMAGE_AGENT_PORT + " "
-                    + image.cmdline()).strip();
-            MicrovmSetup.BasicConfig basic = MicrovmSetup.BasicConfig.of(vmlinux, bootArgs).withSize(vcpus, memMib);
-            MicrovmSetup.BasicConfig withInitrd = image.initrd() != null ? basic.withInitrd(image.initrd()) : basic;
-            configure("boot source and machine from " + image.description(), m -> m.setup().basicConfig(withInitrd));
-            agentOverVsock(3, IMAGE_AGENT_PORT);
-            return bootGuest(true);
+        public Builder kvmCheck(boolean on) { this.kvmCheck = on; return this; }
+
+        FirecrackerOptions firecrackerOptions() {
+            return new FirecrackerOptions(binary, jailer, apiSocket, logFifo, logLevel, showLevel, showLogOrigin, metricsFifo,
+                    configFile, metadata, noApi, bootTimer, commandPrefix, extraArgs, steps, instanceStart, apiTimeout,
+                    expectKillBySignal, failOnInterceptedSignal, maxApiCallDuration, memoryMonitorThresholdMib,
+                    memoryMonitorInterval, agentPort, kvmCheck);
+        }
+
+        /** The spec: the common settings and these Firecracker options. */
+        @Override
+        public MachineSpec spec() {
+            if (noApi && configFile == null) {
+                throw new IllegalArgumentException("noApi: needs configFile(...); without the API there is no other way to configure the microVM");
+            }
+            if (noApi && (instanceStart || !steps.isEmpty() || agentPort >= 0)) {
+                throw new IllegalArgumentException("noApi: excludes configuration steps, instanceStart and the agent; the config file boots the microVM");
+            }
+            if (noApi && bootsGuest()) {
+                throw new IllegalArgumentException("noApi: the config file describes the guest, so the spec boots none of its own: add noGuest()");
+            }
+            if (maxApiCallDuration != null && !logFifo) {
+                throw new IllegalArgumentException("checkApiCallDurations: needs the log FIFO (logFifo(true))");
+            }
+            with(firecrackerOptions());
+            return super.spec();
         }
 
         public FirecrackerMachine build() {
-            if (noApi && configFile == null) throw new IllegalArgumentException("noApi(true) needs configFile(...): without the API there is no other way to configure the microVM");
-            if (noApi && (bootGuest || !steps.isEmpty() || agentPort >= 0)) throw new IllegalArgumentException("noApi(true) excludes configuration steps and bootGuest: the config file boots the microVM");
-            if (maxApiCallDuration != null && !logFifo) throw new IllegalArgumentException("checkApiCallDurations needs the log FIFO");
-            return new FirecrackerMachine(this);
+            return FirecrackerMachine.create(spec());
         }
 
         public FirecrackerMachine start() {

@@ -2,8 +2,11 @@ package dev.kiln.firecracker;
 
 import dev.kiln.KilnException;
 import dev.kiln.support.WorkDir;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.nio.file.DirectoryStream;
 import java.nio.file.FileSystemException;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
@@ -22,6 +25,7 @@ import java.util.Set;
  * given their jailed paths ({@code /name}).
  */
 public final class Jail {
+    private static final Logger LOG = LoggerFactory.getLogger(Jail.class);
     private final Jailer jailer;
     private final String id;
     private final Path execFile;
@@ -40,13 +44,33 @@ public final class Jail {
     /** Creates the (empty) chroot, so that FIFOs and resources can go in before the jailer runs. */
     void create() {
         if (Files.exists(jailDir)) {
-            throw new KilnException("jail " + jailDir + " already exists: another microVM with id '" + id
-                    + "' runs, or a crashed one left it; the jailer would refuse it");
+            if (inUse()) {
+                throw new KilnException("jail " + jailDir + " already exists and a process runs in it: another microVM"
+                        + " with id '" + id + "' runs; give this one another id");
+            }
+            LOG.info("removing {}, left behind by a microVM that is gone", jailDir);
+            WorkDir.delete(jailDir);
         }
         try {
             Files.createDirectories(root);
         } catch (IOException e) {
             throw new KilnException("cannot create jail " + root + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Whether a live process has this jail as its root. */
+    private boolean inUse() {
+        try (DirectoryStream<Path> procs = Files.newDirectoryStream(Path.of("/proc"), p -> p.getFileName().toString().matches("\\d+"))) {
+            for (Path p : procs) {
+                try {
+                    if (Files.readSymbolicLink(p.resolve("root")).equals(root)) return true;
+                } catch (IOException | UnsupportedOperationException ignored) {
+                    // gone meanwhile, or not ours to read
+                }
+            }
+            return false;
+        } catch (IOException e) {
+            return true; // cannot tell: do not remove what may be in use
         }
     }
 
@@ -142,9 +166,41 @@ public final class Jail {
         }
     }
 
+    /**
+     * Shell commands for the lifeline, run if the JVM dies: kill Firecracker by the pid in the jail's pid file (only
+     * if that process's root is this jail, so a reused pid is never hit), wait for it, then remove the jail, the
+     * microVM's cgroups and the per-exec directory once empty. Without this, a new microVM with the same id could not
+     * start ("already exists").
+     */
+    String onJvmDeathScript() {
+        StringBuilder cgroups = new StringBuilder();
+        for (Path dir : cgroupDirs) cgroups.append(' ').append(quote(dir.toString()));
+        StringBuilder parents = new StringBuilder();
+        if (jailer.parentCgroup() == null) for (Path dir : cgroupDirs) parents.append(' ').append(quote(dir.getParent().toString()));
+        return """
+                if IFS= read -r fc < %1$s 2>/dev/null && [ "$(readlink "/proc/$fc/root" 2>/dev/null)" = %2$s ]; then
+                  kill -KILL "$fc"
+                  for _ in $(seq 200); do readlink "/proc/$fc/root" >/dev/null 2>&1 || break; sleep 0.05; done
+                fi
+                rm -rf -- %3$s
+                for _ in $(seq 200); do rmdir%4$s 2>/dev/null; gone=1; for d in%4$s; do [ -e "$d" ] && gone=; done; [ -n "$gone" ] && break; sleep 0.05; done
+                rmdir%5$s %6$s 2>/dev/null
+                """.formatted(quote(pidFile().toString()), quote(root.toString()), quote(jailDir.toString()), cgroups,
+                parents, quote(jailDir.getParent().toString()));
+    }
+
+    private static String quote(String s) {
+        return "'" + s.replace("'", "'\\''") + "'";
+    }
+
     /** Removes the jail and the microVM's cgroups; call once Firecracker is gone. */
     void cleanup(Duration cgroupTimeout) {
         WorkDir.delete(jailDir);
+        try {
+            Files.deleteIfExists(jailDir.getParent()); // <base>/<exec file name>, once no other microVM uses it
+        } catch (IOException ignored) {
+            // not empty: another microVM's jail is in it
+        }
         for (Path dir : cgroupDirs) removeCgroup(dir, cgroupTimeout, jailer.parentCgroup() == null);
     }
 

@@ -27,7 +27,7 @@ class GuestBootTest {
     void theDefaultImageBootsToItsMarkerAndShutsDownGracefully() {
         Binaries.requireBootableKvm();
         GuestImage image = DefaultImage.get(System.out::println);
-        Path vmlinux = Vmlinux.cached(image.kernel(), Path.of(System.getProperty("user.home"), ".cache", "kiln", "vmlinux"));
+        Path vmlinux = Vmlinux.cached(image.kernel(), dev.kiln.support.KilnCache.root().resolve("vmlinux"));
         FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker())
                 .configure("basic config", m -> m.setup().basicConfig(MicrovmSetup.BasicConfig
                         .of(vmlinux, "console=ttyS0 reboot=k panic=1 " + image.cmdline()).withInitrd(image.initrd()).withSize(1, 256)))

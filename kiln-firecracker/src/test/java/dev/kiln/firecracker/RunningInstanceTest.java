@@ -49,7 +49,7 @@ class RunningInstanceTest {
         Binaries.firecracker();
         if (vmlinux != null) return;
         image = DefaultImage.get(System.out::println);
-        vmlinux = Vmlinux.cached(image.kernel(), Path.of(System.getProperty("user.home"), ".cache", "kiln", "vmlinux"));
+        vmlinux = Vmlinux.cached(image.kernel(), dev.kiln.support.KilnCache.root().resolve("vmlinux"));
     }
 
     @AfterEach

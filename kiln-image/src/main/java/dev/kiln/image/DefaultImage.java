@@ -3,6 +3,7 @@ package dev.kiln.image;
 import dev.kiln.GuestImage;
 import dev.kiln.KilnException;
 import dev.kiln.Text;
+import dev.kiln.support.KilnCache;
 
 import java.io.IOException;
 import java.io.InputStream;
@@ -97,10 +98,7 @@ public final class DefaultImage {
 
     /** The cache: {@code $KILN_CACHE}, else {@code $XDG_CACHE_HOME/kiln}, else {@code ~/.cache/kiln}. */
     public static Path cacheRoot() {
-        String kiln = System.getenv("KILN_CACHE"), xdg = System.getenv("XDG_CACHE_HOME");
-        if (kiln != null && !kiln.isBlank()) return Path.of(kiln).toAbsolutePath();
-        if (xdg != null && !xdg.isBlank()) return Path.of(xdg, "kiln").toAbsolutePath();
-        return Path.of(System.getProperty("user.home"), ".cache", "kiln");
+        return KilnCache.root();
     }
 
     /**
@@ -161,7 +159,7 @@ public final class DefaultImage {
 
     static GuestImage fromManifest(Path dir, Properties m) {
         return new GuestImage(dir.resolve(m.getProperty("kernel")), dir.resolve(m.getProperty("initrd")),
-                m.getProperty("cmdline"), m.getProperty("readyMarker"), m.getProperty("description"));
+                m.getProperty("cmdline"), m.getProperty("readyMarker"), true, m.getProperty("description"));
     }
 
     private static Properties currentManifest() {

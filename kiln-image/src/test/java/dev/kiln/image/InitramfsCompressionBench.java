@@ -36,7 +36,7 @@ class InitramfsCompressionBench {
         }
         Map<String, GuestImage> variants = new TreeMap<>(Map.of(
                 "uncompressed " + DefaultImage.mib(Files.size(plain.initrd())), plain,
-                "gzip " + DefaultImage.mib(Files.size(gz)), new GuestImage(plain.kernel(), gz, plain.cmdline(), plain.readyMarker(), "gzip")));
+                "gzip " + DefaultImage.mib(Files.size(gz)), new GuestImage(plain.kernel(), gz, plain.cmdline(), plain.readyMarker(), plain.agent(), "gzip")));
         int rounds = Integer.getInteger("kiln.bench.rounds", 5);
         String extra = System.getProperty("kiln.bench.cmdline", "");
         Map<String, List<Long>> millis = new TreeMap<>(), cpu = new TreeMap<>();

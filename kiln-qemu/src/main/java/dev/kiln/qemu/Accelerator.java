@@ -1,7 +1,7 @@
 package dev.kiln.qemu;
 
-import java.nio.file.Files;
-import java.nio.file.Path;
+import dev.kiln.support.HostKvm;
+
 import java.util.Locale;
 
 /**
@@ -44,17 +44,8 @@ public enum Accelerator {
     }
 
     private static Choice detect() {
-        Path kvm = Path.of("/dev/kvm");
-        if (!Files.exists(kvm)) return new Choice(TCG, "auto: /dev/kvm does not exist");
-        if (!Files.isReadable(kvm) || !Files.isWritable(kvm)) {
-            return new Choice(TCG, "auto: /dev/kvm is not readable and writable by this user");
-        }
-        if (Files.exists(Path.of("/sys/module/kvm_pvm"))) {
-            return new Choice(TCG, "auto: /dev/kvm is kvm_pvm, a software nested hypervisor guests crash under");
-        }
-        if (Files.exists(Path.of("/sys/module/kvm_intel"))) return new Choice(KVM, "auto: kvm_intel is loaded");
-        if (Files.exists(Path.of("/sys/module/kvm_amd"))) return new Choice(KVM, "auto: kvm_amd is loaded");
-        return new Choice(TCG, "auto: /dev/kvm exists but neither kvm_intel nor kvm_amd is loaded");
+        String why = HostKvm.whyUnusable();
+        return why == null ? new Choice(KVM, "auto: " + HostKvm.module() + " is loaded") : new Choice(TCG, "auto: " + why);
     }
 
     public String qemuName() {

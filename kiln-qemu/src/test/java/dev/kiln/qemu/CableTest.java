@@ -2,7 +2,7 @@ package dev.kiln.qemu;
 
 import dev.kiln.GuestImage;
 import dev.kiln.image.DefaultImage;
-import dev.kiln.net.Cable;
+import dev.kiln.qemu.net.Cable;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;

@@ -51,7 +51,7 @@ class FaultTest {
                     .hasMessageContaining("killed by SIGKILL");
             vm.awaitExit(Duration.ofSeconds(10));
             assertThat(vm.state()).isEqualTo(MachineState.EXITED);
-            assertThat(vm.exitStatus().signal()).isEqualTo(Posix.SIGKILL);
+            assertThat(vm.exitStatus().orElseThrow().signal()).isEqualTo(Posix.SIGKILL);
         }
     }
 

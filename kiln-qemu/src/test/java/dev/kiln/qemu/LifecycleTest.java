@@ -73,7 +73,7 @@ class LifecycleTest {
     @Test
     void aTimeLimitKillsTheMachineAsACancellationNotAFailure() {
         // No guest needed: QEMU with stopped CPUs still runs until the limit.
-        try (QemuMachine vm = QemuMachine.builder().paused(true).timeLimit(Duration.ofSeconds(2)).start()) {
+        try (QemuMachine vm = QemuMachine.builder().noGuest().paused(true).timeLimit(Duration.ofSeconds(2)).start()) {
             vm.command("query-status");
             assertThat(vm.awaitExit(Duration.ofSeconds(30))).isEqualTo(128 + 9);
             assertThat(vm.cancellation()).hasValueSatisfying(r -> assertThat(r).contains("time limit"));
@@ -83,7 +83,7 @@ class LifecycleTest {
 
     @Test
     void aMachineWithoutCancellationIsNotCancelled() {
-        try (QemuMachine vm = QemuMachine.builder().paused(true).start()) {
+        try (QemuMachine vm = QemuMachine.builder().noGuest().paused(true).start()) {
             vm.kill();
             assertThat(vm.cancellation()).isEmpty();
             assertThatThrownBy(() -> vm.command("query-status")).isNotInstanceOf(MachineCancelledException.class);

@@ -18,7 +18,7 @@ class LifelineTest {
 
     /** Runs in the child JVM: start a machine, say its pid and work dir, then wait to be killed. */
     public static void main(String[] args) throws Exception {
-        QemuMachine vm = QemuMachine.builder().paused(true).machine("none").memoryMib(16).start();
+        QemuMachine vm = QemuMachine.builder().noGuest().paused(true).machine("none").memoryMib(16).start();
         System.out.println(vm.pid().orElseThrow() + " " + vm.workDir());
         System.out.flush();
         Thread.sleep(Duration.ofMinutes(5));

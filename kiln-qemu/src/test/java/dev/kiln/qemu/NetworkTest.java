@@ -2,8 +2,8 @@ package dev.kiln.qemu;
 
 import dev.kiln.GuestImage;
 import dev.kiln.image.DefaultImage;
-import dev.kiln.net.Network;
-import dev.kiln.net.Port;
+import dev.kiln.qemu.net.Network;
+import dev.kiln.qemu.net.Port;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;

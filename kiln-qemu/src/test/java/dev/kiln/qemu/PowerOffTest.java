@@ -45,7 +45,7 @@ class PowerOffTest {
         QemuMachine vm = QemuMachine.builder().image(DefaultImage.get(System.out::println)).start();
         vm.console().await("KILN-READY", Duration.ofSeconds(90));
         vm.shutdown(Duration.ofSeconds(30));
-        assertThat(vm.exitStatus().exited()).isTrue();
+        assertThat(vm.exitStatus().orElseThrow().exited()).isTrue();
         assertThat(vm.exitCode()).hasValue(0);
     }
 

@@ -4,12 +4,14 @@ import com.fasterxml.jackson.databind.JsonNode;
 import dev.kiln.Event;
 import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
+import dev.kiln.MachineClosedException;
 import dev.kiln.MachineState;
 import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
 
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 
@@ -22,7 +24,7 @@ class QmpTest {
     static { QemuAvailable.require(); }
 
     private static QemuMachine paused() {
-        return QemuMachine.builder().paused(true).machine("none").memoryMib(16).accelerator(Accelerator.TCG).start();
+        return QemuMachine.builder().noGuest().paused(true).machine("none").memoryMib(16).accelerator(Accelerator.TCG).start();
     }
 
     @AfterAll
@@ -134,9 +136,10 @@ class QmpTest {
             while (vm.state() != MachineState.EXITED) Thread.sleep(10);
         });
         assertThat(vm.qmp().state()).isEqualTo(Qmp.State.CLOSED);
-        assertThat(vm.exitStatus().signal()).isEqualTo(Posix.SIGKILL);
+        assertThat(vm.exitStatus().orElseThrow().signal()).isEqualTo(Posix.SIGKILL);
         assertThat(dir).doesNotExist();
-        assertThatThrownBy(() -> vm.command("query-status")).isInstanceOf(QmpException.class).hasMessageContaining("closed");
+        assertThatThrownBy(() -> vm.command("query-status")).isInstanceOf(MachineClosedException.class)
+                .hasMessageContaining("exited by itself").hasMessageContaining("killed by SIGKILL");
         vm.close();
     }
 
@@ -158,7 +161,7 @@ class QmpTest {
     void killIsImmediateAndSilent() {
         QemuMachine vm = paused();
         vm.kill();
-        assertThat(vm.exitStatus().signal()).isEqualTo(Posix.SIGKILL);
+        assertThat(vm.exitStatus().orElseThrow().signal()).isEqualTo(Posix.SIGKILL);
         assertThat(vm.state()).isEqualTo(MachineState.EXITED);
     }
 
@@ -168,7 +171,7 @@ class QmpTest {
         try (var s = new java.net.ServerSocket(0)) {
             port = s.getLocalPort();
         }
-        try (QemuMachine vm = QemuMachine.builder().paused(true).machine("none").memoryMib(16)
+        try (QemuMachine vm = QemuMachine.builder().noGuest().paused(true).machine("none").memoryMib(16)
                 .monitorTcp(new java.net.InetSocketAddress("127.0.0.1", port)).monitorNull().start()) {
             assertThat(vm.commandLine()).contains("-monitor").anyMatch(a -> a.contains("port=" + port));
             assertThat(vm.command("query-status").path("status").asText()).isEqualTo("prelaunch");
@@ -177,31 +180,32 @@ class QmpTest {
 
     @Test
     void withoutQmpShutdownUsesSigterm() {
-        QemuMachine vm = QemuMachine.builder().paused(true).machine("none").memoryMib(16).qmp(false).start();
+        QemuMachine vm = QemuMachine.builder().noGuest().paused(true).machine("none").memoryMib(16).qmp(false).start();
         assertThatThrownBy(vm::qmp).hasMessageContaining("no QMP");
         vm.shutdown(Duration.ofSeconds(10));
         // SIGTERM, not SIGKILL: QEMU exits 0 once its handler is in, or dies of SIGTERM if it came earlier
-        var st = vm.exitStatus();
+        var st = vm.exitStatus().orElseThrow();
         assertThat(st.exited() ? st.code() : st.signal()).isIn(0, Posix.SIGTERM);
     }
 
     @Test
-    void addFdAtLaunchAndOverScmRights() {
-        Fd[] p = Posix.pipe();
-        Fd[] q = Posix.pipe();
-        try (QemuMachine vm = QemuMachine.builder().paused(true).machine("none").memoryMib(16)
-                .addFd(p[1], 1, "launch-fd", null).fdPassing(true).start()) {
+    void filesAtLaunchAndOverScmRights() throws Exception {
+        Path launchFile = Files.createTempFile("kiln-launch-fd", ".txt");
+        Path passed = Files.createTempFile("kiln-scm-fd", ".txt");
+        try (QemuMachine vm = QemuMachine.builder().noGuest().paused(true).machine("none").memoryMib(16)
+                .addFile(launchFile, false, 1, "launch-fd").fdPassing(true).start()) {
             JsonNode sets = vm.command("query-fdsets");
             assertThat(sets.toString()).contains("launch-fd").contains("\"fdset-id\":1");
-            JsonNode added = vm.addFdToSet(q[1], 2, "scm-fd");
+            JsonNode added = vm.addFileToSet(passed, true, 2, "scm-fd");
             assertThat(added.path("fdset-id").asInt()).isEqualTo(2);
             assertThat(vm.command("query-fdsets").toString()).contains("scm-fd");
             // getfd names the fd on the fd monitor; closefd on the same session proves QEMU holds it
-            vm.passFd(q[0], "myfd", "closefd", QmpArgs.of("fdname", "myfd"));
-            assertThatThrownBy(() -> vm.passFd(q[0], "other", "closefd", QmpArgs.of("fdname", "missing")))
+            vm.passFile(passed, false, "myfd", "closefd", QmpArgs.of("fdname", "myfd"));
+            assertThatThrownBy(() -> vm.passFile(passed, false, "other", "closefd", QmpArgs.of("fdname", "missing")))
                     .isInstanceOf(QmpException.class).hasMessageContaining("missing");
         } finally {
-            for (Fd f : new Fd[] {p[0], p[1], q[0], q[1]}) f.close();
+            Files.deleteIfExists(launchFile);
+            Files.deleteIfExists(passed);
         }
     }
 }

@@ -1,4 +1,4 @@
-package dev.kiln.net;
+package dev.kiln.qemu.net;
 
 import org.junit.jupiter.api.Test;
 

@@ -1,4 +1,4 @@
-package dev.kiln.net;
+package dev.kiln.qemu.net;
 
 import dev.kiln.os.Fd;
 

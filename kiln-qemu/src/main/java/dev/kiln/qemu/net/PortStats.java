@@ -1,4 +1,4 @@
-package dev.kiln.net;
+package dev.kiln.qemu.net;
 
 /**
  * What a {@link Network}'s switch saw on one port, counted since the port was made.

@@ -1,4 +1,4 @@
-package dev.kiln.net;
+package dev.kiln.qemu.net;
 
 import java.util.HexFormat;
 import java.util.concurrent.atomic.AtomicInteger;

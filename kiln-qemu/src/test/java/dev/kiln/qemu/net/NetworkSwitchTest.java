@@ -1,4 +1,4 @@
-package dev.kiln.net;
+package dev.kiln.qemu.net;
 
 import dev.kiln.KilnException;
 import org.junit.jupiter.api.AfterEach;
@@ -18,7 +18,7 @@ import java.util.function.BooleanSupplier;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
 
-import static dev.kiln.net.TestNic.BROADCAST;
+import static dev.kiln.qemu.net.TestNic.BROADCAST;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 

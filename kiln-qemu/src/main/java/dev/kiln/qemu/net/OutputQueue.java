@@ -1,4 +1,4 @@
-package dev.kiln.net;
+package dev.kiln.qemu.net;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;

@@ -1,0 +1,191 @@
+package dev.kiln;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.CompletionStage;
+import java.util.regex.Pattern;
+
+/**
+ * What a machine is, independent of the VMM that runs it: the image, vCPUs, memory, kernel arguments, NICs, vsock,
+ * what {@code start()} waits for, timeouts, and settings for each backend. Immutable and checked when built (a bad
+ * spec fails there, naming the field); it does no I/O, and starts on QEMU or Firecracker:
+ *
+ * <pre>{@code
+ * MachineSpec spec = MachineSpec.builder().memoryMib(256).cpus(2).build();
+ * try (Machine vm = Kiln.start(spec)) {                       // $KILN_BACKEND, else QEMU
+ *     vm.guest().exec("uname", "-r");
+ * }
+ * try (Machine vm = Kiln.start(spec.withBackend(Backend.FIRECRACKER))) { ... }
+ * }</pre>
+ */
+public final class MachineSpec {
+    private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9-]{0,63}");
+
+    private final Backend backend;
+    private final String name;
+    private final GuestImage image;
+    private final boolean bootsGuest;
+    private final int cpus;
+    private final int memoryMib;
+    private final String kernelArgs;
+    private final List<Nic> nics;
+    private final int vsockCid;
+    private final List<Probe> readiness;
+    private final Duration launchTimeout;
+    private final Duration readyTimeout;
+    private final Duration shutdownTimeout;
+    private final Duration timeLimit;
+    private final CompletionStage<?> cancelToken;
+    private final Path consoleLog;
+    private final Path workDirBase;
+    private final List<BackendOptions> options;
+
+    MachineSpec(Backend backend, String name, GuestImage image, boolean bootsGuest, int cpus, int memoryMib,
+                String kernelArgs, List<Nic> nics, int vsockCid, List<Probe> readiness, Duration launchTimeout,
+                Duration readyTimeout, Duration shutdownTimeout, Duration timeLimit, CompletionStage<?> cancelToken,
+                Path consoleLog, Path workDirBase, List<BackendOptions> options) {
+        this.backend = backend;
+        this.name = name;
+        this.image = image;
+        this.bootsGuest = bootsGuest;
+        this.cpus = cpus;
+        this.memoryMib = memoryMib;
+        this.kernelArgs = kernelArgs;
+        this.nics = List.copyOf(nics);
+        this.vsockCid = vsockCid;
+        this.readiness = readiness == null ? null : List.copyOf(readiness);
+        this.launchTimeout = launchTimeout;
+        this.readyTimeout = readyTimeout;
+        this.shutdownTimeout = shutdownTimeout;
+        this.timeLimit = timeLimit;
+        this.cancelToken = cancelToken;
+        this.consoleLog = consoleLog;
+        this.workDirBase = workDirBase;
+        this.options = List.copyOf(options);
+        check();
+    }
+
+    /** A builder with every default: Kiln's image, 1 vCPU, 256 MiB, no NIC, the backend of {@code $KILN_BACKEND}. */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** The spec with every default. */
+    public static MachineSpec defaults() {
+        return builder().build();
+    }
+
+    /** The builder of {@link MachineSpec}. */
+    public static final class Builder extends SpecBuilder<Builder> {
+        private Builder() {}
+
+        public MachineSpec build() {
+            return spec();
+        }
+    }
+
+    /** A builder holding this spec's settings, to derive another spec. */
+    public Builder toBuilder() {
+        return builder().from(this);
+    }
+
+    /** This spec on another backend. */
+    public MachineSpec withBackend(Backend other) {
+        return toBuilder().backend(other).build();
+    }
+
+    /** What each backend cannot do, checked before anything starts, so a spec fails with the field at fault. */
+    private void check() {
+        List<String> problems = new ArrayList<>();
+        int userNets = 0;
+        for (Nic n : nics) if (n instanceof Nic.UserNetwork) userNets++;
+        if (userNets > 1) problems.add("nics: at most one user-mode network");
+        if (backend == Backend.FIRECRACKER) {
+            if (userNets > 0) {
+                problems.add("nics: Firecracker has no user-mode networking (nor port forwards); give it a tap with tap(device, mac)");
+            }
+            if (cpus > 32) problems.add("cpus: Firecracker runs at most 32 vCPUs, got " + cpus);
+        }
+        if (!bootsGuest && readiness != null && !readiness.isEmpty()) {
+            problems.add("readiness: a machine without a guest (noGuest()) has nothing to probe");
+        }
+        if (!problems.isEmpty()) {
+            throw new IllegalArgumentException("invalid machine spec for " + backend.displayName() + ": " + String.join("; ", problems));
+        }
+    }
+
+    static String checkName(String name) {
+        if (name == null || !NAME.matcher(name).matches()) {
+            throw new IllegalArgumentException("name must be 1 to 64 letters, digits and '-', starting with a letter or"
+                    + " digit, got '" + name + "'");
+        }
+        return name;
+    }
+
+    public Backend backend() { return backend; }
+
+    /** The id asked for; empty: one is made up when the machine is created. */
+    public Optional<String> name() { return Optional.ofNullable(name); }
+
+    /** The image to boot; empty with {@link #bootsGuest()}: Kiln's default image. */
+    public Optional<GuestImage> image() { return Optional.ofNullable(image); }
+
+    /** False for a VMM started with no guest ({@link SpecBuilder#noGuest()}). */
+    public boolean bootsGuest() { return bootsGuest; }
+
+    /** True when the default image is to be booted. */
+    public boolean usesDefaultImage() { return bootsGuest && image == null; }
+
+    public int cpus() { return cpus; }
+
+    public int memoryMib() { return memoryMib; }
+
+    public String kernelArgs() { return kernelArgs; }
+
+    public List<Nic> nics() { return nics; }
+
+    /** The user-mode network, if the spec has one. */
+    public Optional<Nic.UserNetwork> userNetwork() {
+        return nics.stream().filter(n -> n instanceof Nic.UserNetwork).map(n -> (Nic.UserNetwork) n).findFirst();
+    }
+
+    public Optional<Integer> vsockCid() { return vsockCid == 0 ? Optional.empty() : Optional.of(vsockCid); }
+
+    /** The probes set; empty: the default (the image's ready marker, then its agent). */
+    public Optional<List<Probe>> readiness() { return Optional.ofNullable(readiness); }
+
+    public Duration launchTimeout() { return launchTimeout; }
+
+    public Duration readyTimeout() { return readyTimeout; }
+
+    public Duration shutdownTimeout() { return shutdownTimeout; }
+
+    public Optional<Duration> timeLimit() { return Optional.ofNullable(timeLimit); }
+
+    public Optional<CompletionStage<?>> cancelToken() { return Optional.ofNullable(cancelToken); }
+
+    public Optional<Path> consoleLog() { return Optional.ofNullable(consoleLog); }
+
+    public Path workDirBase() { return workDirBase; }
+
+    /** Every backend's options in the spec. */
+    public List<BackendOptions> options() { return options; }
+
+    /** The options of one kind, e.g. {@code options(QemuOptions.class)}. */
+    public <T extends BackendOptions> Optional<T> options(Class<T> type) {
+        return options.stream().filter(type::isInstance).map(type::cast).findFirst();
+    }
+
+    @Override
+    public String toString() {
+        return "MachineSpec[" + backend.displayName() + (name != null ? ", " + name : "")
+                + ", " + (bootsGuest ? (image != null ? image.description() : "default image") : "no guest")
+                + ", " + cpus + " vCPU, " + memoryMib + " MiB"
+                + (kernelArgs.isEmpty() ? "" : ", args '" + kernelArgs + "'")
+                + (nics.isEmpty() ? "" : ", nics " + nics) + (vsockCid == 0 ? "" : ", vsock cid " + vsockCid)
+                + (readiness == null ? "" : ", readiness " + readiness) + "]";
+    }
+}

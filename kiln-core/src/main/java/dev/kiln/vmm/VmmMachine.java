@@ -1,0 +1,733 @@
+package dev.kiln.vmm;
+
+import dev.kiln.AbnormalShutdownException;
+import dev.kiln.Backend;
+import dev.kiln.Console;
+import dev.kiln.ExecRequest;
+import dev.kiln.ExecResult;
+import dev.kiln.Guest;
+import dev.kiln.GuestImage;
+import dev.kiln.KilnException;
+import dev.kiln.LaunchException;
+import dev.kiln.Machine;
+import dev.kiln.MachineCancelledException;
+import dev.kiln.MachineClosedException;
+import dev.kiln.MachineSpec;
+import dev.kiln.MachineState;
+import dev.kiln.Probe;
+import dev.kiln.StartTimings;
+import dev.kiln.StateChange;
+import dev.kiln.Text;
+import dev.kiln.WaitTimeoutException;
+import dev.kiln.os.ExitStatus;
+import dev.kiln.os.Posix;
+import dev.kiln.support.Deadline;
+import dev.kiln.support.VmmProcess;
+import dev.kiln.support.WorkDir;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.net.InetSocketAddress;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import java.util.OptionalInt;
+import java.util.OptionalLong;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.Supplier;
+import java.util.regex.MatchResult;
+import java.util.regex.Pattern;
+
+/**
+ * The one lifecycle of every Kiln machine, whatever its VMM: a {@link VmmDriver} says how to spawn the VMM, bring
+ * it up, ask it to stop and what to clean; this class does the rest, once. One lock guards the state, which moves
+ * only along {@link MachineState#next()}; {@link #transitions()} records every step with its reason.
+ *
+ * <ul>
+ *   <li>{@code start()} runs once: preflight, work dir, spawn under the lifeline, bring-up, readiness probes. Any
+ *       failure ({@code Throwable} included) cleans everything up and ends in FAILED.</li>
+ *   <li>Stopping — {@code shutdown}, {@code kill}, {@code awaitExit}, {@code close}, a cancellation, or the VMM
+ *       exiting by itself — moves to STOPPING, then cleans up exactly once (connections closed with the reason,
+ *       VMM killed if need be, console drained, lifeline released, the driver's leftovers and the work dir removed)
+ *       and ends in EXITED. A second caller waits for the first.</li>
+ *   <li>Calls on a stopping or stopped machine fail with {@link MachineClosedException} saying why it stopped, or
+ *       {@link MachineCancelledException} when it was cancelled.</li>
+ * </ul>
+ */
+public abstract class VmmMachine implements Machine {
+    private static final Logger LOG = LoggerFactory.getLogger(VmmMachine.class);
+    private static final AtomicInteger COUNTER = new AtomicInteger();
+    /** What Linux prints when it panics. */
+    public static final String KERNEL_PANIC = "Kernel panic - not syncing";
+    /** How long a VMM that failed to start is given to exit by itself, so its last words make the report. */
+    private static final Duration LAST_WORDS = Duration.ofMillis(300);
+    /** SIGKILL takes effect at once; a VMM that survives it this long is stuck in the kernel. */
+    private static final Duration KILL_WAIT = Duration.ofSeconds(60);
+    private static final Duration CLEANUP_WAIT = Duration.ofSeconds(120);
+
+    private final MachineSpec spec;
+    private final VmmDriver driver;
+    private final String id;
+    private final Console console;
+    private final Console vmmOutput;
+    private final Console.Watch panicWatch;
+
+    private final ReentrantLock lock = new ReentrantLock();
+    private MachineState state = MachineState.NEW;               // guarded by lock
+    private final List<StateChange> transitions = new ArrayList<>(); // guarded by lock
+    private String stopReason;                                   // guarded by lock: why it is stopping or stopped
+    private volatile String cancelReason;                        // written under lock
+    private volatile boolean closeRequested;                     // close() while starting
+
+    private volatile Path workDir;
+    private volatile VmmProcess process;
+    private volatile GuestImage image;
+    private volatile ExitStatus exitStatus;
+    private volatile String finalLog;
+    private volatile long startNanos, spawnedNanos, upNanos, readyNanos;
+    private final AtomicBoolean cleanupClaimed = new AtomicBoolean();
+    private final CompletableFuture<Void> cleanedUp = new CompletableFuture<>();
+    private final AtomicBoolean checked = new AtomicBoolean();
+
+    /**
+     * @param spec   what to run
+     * @param driver how to run it on this backend
+     */
+    protected VmmMachine(MachineSpec spec, VmmDriver driver) {
+        this.spec = spec;
+        this.driver = driver;
+        this.id = spec.name().orElseGet(() -> spec.backend().name().toLowerCase(java.util.Locale.ROOT) + "-"
+                + ProcessHandle.current().pid() + "-" + COUNTER.incrementAndGet());
+        this.console = new Console(id);
+        this.vmmOutput = new Console(id + "-vmm");
+        this.panicWatch = console.watch(KERNEL_PANIC, this::onPanic);
+    }
+
+    @Override public final String id() { return id; }
+
+    @Override public final Backend backend() { return spec.backend(); }
+
+    @Override public final MachineSpec spec() { return spec; }
+
+    @Override
+    public final MachineState state() {
+        lock.lock();
+        try {
+            return state;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public final List<StateChange> transitions() {
+        lock.lock();
+        try {
+            return List.copyOf(transitions);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** The VMM's name for messages: QEMU, Firecracker. */
+    protected final String vmm() {
+        return spec.backend().displayName();
+    }
+
+    /** Moves to {@code to}, which must be allowed from the current state; under the lock. */
+    private void transition(MachineState to, String reason) {
+        if (!state.next().contains(to)) {
+            throw new IllegalStateException("machine " + id + ": no transition from " + state + " to " + to + " (" + reason + ")");
+        }
+        transitions.add(new StateChange(state, to, Instant.now(), reason));
+        LOG.debug("{}: {} → {} ({})", id, state, to, reason);
+        state = to;
+    }
+
+    // ---- start ---------------------------------------------------------------------------------------------
+
+    @Override
+    public Machine start() {
+        lock.lock();
+        try {
+            if (state != MachineState.NEW) {
+                throw new KilnException("machine " + id + " cannot start: it is " + state
+                        + " (start() may be called once; make a new machine)");
+            }
+            transition(MachineState.STARTING, "start()");
+        } finally {
+            lock.unlock();
+        }
+        startNanos = System.nanoTime();
+        try {
+            driver.preflight();
+            if (spec.bootsGuest()) {
+                image = spec.image().orElseGet(driver::defaultImage);
+                image.validate();
+            }
+            workDir = WorkDir.create(spec.workDirBase(), "kiln-" + id + "-");
+            Launch.SocketPair output = Launch.socketPair(workDir, "vmm-output");
+            vmmOutput.attach(output.ours());
+            vmmOutput.teeTo(workDir.resolve("vmm.log"));
+            try {
+                process = driver.spawn(new Launch(id, spec, image, workDir, console, output.theirs(), this::vmmState));
+            } finally {
+                output.theirs().close(); // the VMM has its own copy
+            }
+            spawnedNanos = System.nanoTime() - startNanos;
+            armCancellation();
+            if (closeRequested) throw new MachineClosedException("machine " + id + " was closed while starting");
+            driver.bringUp(Deadline.after(spec.launchTimeout()));
+            upNanos = System.nanoTime() - startNanos;
+            awaitReadiness();
+            readyNanos = System.nanoTime() - startNanos;
+            lock.lock();
+            try {
+                if (cancelReason != null) throw new MachineCancelledException("machine " + id + " was cancelled while starting (" + cancelReason + ")", null);
+                if (closeRequested) throw new MachineClosedException("machine " + id + " was closed while starting");
+                transition(startsPaused() ? MachineState.PAUSED : MachineState.RUNNING, "up and ready");
+            } finally {
+                lock.unlock();
+            }
+            process.onExit().whenComplete((status, error) -> onVmmExit()); // after the transition: an early exit counts too
+            return this;
+        } catch (Throwable t) {
+            throw failStart(t);
+        }
+    }
+
+    /** Whether the machine starts with its CPUs stopped (QEMU's {@code -S}). */
+    protected boolean startsPaused() {
+        return false;
+    }
+
+    private void awaitReadiness() {
+        if (!spec.bootsGuest()) return;
+        List<Probe> probes = spec.readiness().orElse(List.of(Probe.imageReady()));
+        Deadline deadline = Deadline.after(spec.readyTimeout());
+        for (Probe p : probes) {
+            call(() -> {
+                p.await(this, deadline.remaining());
+                return null;
+            });
+        }
+    }
+
+    private RuntimeException failStart(Throwable t) {
+        Integer code = null;
+        VmmProcess p = process;
+        if (p != null) {
+            var st = p.awaitExit(LAST_WORDS);
+            if (st.isEmpty()) p.kill();
+            else if (p.ownStatus()) code = st.get().shellCode();
+        }
+        cleanup("start failed: " + t);
+        if (t instanceof Error e) throw e;
+        String cancelled = cancelReason;
+        if (cancelled != null) {
+            return new MachineCancelledException("machine " + id + " was cancelled while starting (" + cancelled + ")", t);
+        }
+        if (t instanceof MachineClosedException m) return m;
+        if (t instanceof LaunchException l) return l;
+        String panic = panicWatch.line().map(l -> "; the guest kernel panicked (" + l + ")").orElse("");
+        return new LaunchException(vmm() + " launch of " + id + " failed: " + t.getMessage() + panic,
+                driver.commandLine(), code, finalLog + consoleSection(), t);
+    }
+
+    private String consoleSection() {
+        String tail = console.tail(2000);
+        return tail.isBlank() ? "" : "\n[console]\n" + tail;
+    }
+
+    // ---- cancellation ----------------------------------------------------------------------------------------
+
+    private void armCancellation() {
+        spec.cancelToken().ifPresent(token -> token.whenCompleteAsync((v, e) -> cancel("its cancel token completed"
+                + (e != null ? " exceptionally (" + e + ")" : "")), r -> Thread.ofVirtual().name("kiln-cancel-" + id).start(r)));
+        spec.timeLimit().ifPresent(limit -> Thread.ofVirtual().name("kiln-time-limit-" + id).start(() -> {
+            if (process.awaitExit(limit).isEmpty()) cancel("its time limit of " + Text.human(limit) + " passed");
+        }));
+    }
+
+    @Override
+    public final void cancel(String reason) {
+        lock.lock();
+        try {
+            if (cancelReason != null || !(state == MachineState.STARTING || state.isLive())) return;
+            cancelReason = reason;
+        } finally {
+            lock.unlock();
+        }
+        LOG.info("{}: cancelled: {}", id, reason);
+        if (state() == MachineState.STARTING) {
+            callOffStart("cancelled: " + reason);
+        } else {
+            kill();
+        }
+    }
+
+    @Override
+    public final Optional<String> cancellation() {
+        return Optional.ofNullable(cancelReason);
+    }
+
+    // ---- calls on a running machine -----------------------------------------------------------------------
+
+    /**
+     * Runs a call on the machine: a failure caused by a cancellation becomes {@link MachineCancelledException},
+     * one caused by the machine stopping becomes {@link MachineClosedException} saying why it stopped.
+     */
+    protected final <T> T call(Supplier<T> action) {
+        try {
+            return action.get();
+        } catch (RuntimeException e) {
+            throw translate(e);
+        }
+    }
+
+    private RuntimeException translate(RuntimeException e) {
+        if (e instanceof MachineCancelledException) return e;
+        String cancelled = cancelReason;
+        if (cancelled != null) return new MachineCancelledException("machine " + id + " was cancelled (" + cancelled + ")", e);
+        if (e instanceof MachineClosedException) return e;
+        String reason;
+        lock.lock();
+        try {
+            if (state.isLive() || state == MachineState.STARTING || state == MachineState.NEW) return e;
+            reason = stopReason;
+        } finally {
+            lock.unlock();
+        }
+        return new MachineClosedException("machine " + id + " is closed (" + reason + "): " + e.getMessage(), e);
+    }
+
+    /** Fails unless the VMM runs (RUNNING, PAUSED or PANICKED), naming the state. */
+    protected final void requireLive(String what) {
+        String cancelled = cancelReason;
+        if (cancelled != null) throw new MachineCancelledException("machine " + id + " was cancelled (" + cancelled + ")", null);
+        lock.lock();
+        try {
+            if (state.isLive()) return;
+            if (state == MachineState.NEW || state == MachineState.STARTING) {
+                throw new KilnException("cannot " + what + ": machine " + id + " is " + state + ", not running");
+            }
+            throw new MachineClosedException("cannot " + what + ": machine " + id + " is " + state + " (" + stopReason + ")");
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public final void pause() {
+        requireLive("pause()");
+        if (state() == MachineState.PAUSED) return;
+        call(() -> {
+            driver.pause();
+            return null;
+        });
+        lock.lock();
+        try {
+            if (state == MachineState.RUNNING) transition(MachineState.PAUSED, "pause()");
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public final void resume() {
+        requireLive("resume()");
+        if (state() == MachineState.RUNNING) return;
+        call(() -> {
+            driver.resume();
+            return null;
+        });
+        lock.lock();
+        try {
+            if (state == MachineState.PAUSED) transition(MachineState.RUNNING, "resume()");
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public final Guest guest() {
+        Guest g = driver.guest();
+        if (g == null) {
+            throw new KilnException("machine " + id + " has no guest agent"
+                    + (state() == MachineState.NEW ? " yet: start it first" : " (its image runs none, or it boots no guest)"));
+        }
+        return new Guest() {
+            @Override public Guest awaitReady(Duration timeout) { call(() -> g.awaitReady(timeout)); return this; }
+            @Override public ExecResult exec(ExecRequest request) { return call(() -> g.exec(request)); }
+            @Override public void copyIn(Path hostFile, String guestPath) { call(() -> { g.copyIn(hostFile, guestPath); return null; }); }
+            @Override public void copyOut(String guestPath, Path hostFile) { call(() -> { g.copyOut(guestPath, hostFile); return null; }); }
+            @Override public void shutdown() { call(() -> { g.shutdown(); return null; }); }
+            @Override public String toString() { return g.toString(); }
+        };
+    }
+
+    // ---- panics ----------------------------------------------------------------------------------------------
+
+    private void onPanic() {
+        // On the console's reader, under the console's lock: quick, and no waiting here.
+        String line = panicWatch.line().orElse(KERNEL_PANIC);
+        lock.lock();
+        try {
+            if (state == MachineState.RUNNING || state == MachineState.PAUSED) transition(MachineState.PANICKED, "the guest kernel panicked: " + line);
+        } finally {
+            lock.unlock();
+        }
+        LOG.warn("the guest kernel of {} panicked: {}", id, line);
+        driver.onGuestPanic(line);
+    }
+
+    /** The panic line, when the guest kernel panicked (seen on the console). */
+    public final Optional<String> guestPanic() {
+        return panicWatch.line();
+    }
+
+    /**
+     * What became of the VMM and the guest kernel, for error messages; null while all is well. The VMM may be dying
+     * as this is asked (its sockets close first), so its exit is given a moment to be seen.
+     */
+    private String vmmState() {
+        List<String> parts = new ArrayList<>();
+        guestPanic().ifPresent(line -> parts.add("the guest kernel panicked (" + line + ")"));
+        VmmProcess p = process;
+        if (p != null) {
+            p.awaitExit(Duration.ofMillis(200)).ifPresent(st -> parts.add(vmm() + " " + id + " " + describeExit(st, p)));
+        }
+        return parts.isEmpty() ? null : String.join("; ", parts);
+    }
+
+    private String describeExit(ExitStatus st, VmmProcess p) {
+        if (!p.ownStatus()) return "exited" + (p.killedByUs() ? " (killed by Kiln)" : "");
+        return st + (p.killedByUs() && !st.exited() ? " (by Kiln)" : "");
+    }
+
+    // ---- stopping --------------------------------------------------------------------------------------------
+
+    /**
+     * Moves a live machine to STOPPING; true when this caller is to stop it. False when there is nothing to stop (it
+     * stopped or is stopping) or when it is starting (then the start is called off and will clean up).
+     */
+    private boolean beginStop(String reason) {
+        lock.lock();
+        try {
+            if (state == MachineState.NEW) throw new KilnException("machine " + id + " was never started");
+            if (state == MachineState.STARTING) {
+                closeRequested = true;
+            } else if (state.isLive()) {
+                transition(MachineState.STOPPING, reason);
+                stopReason = reason;
+                return true;
+            } else {
+                return false;
+            }
+        } finally {
+            lock.unlock();
+        }
+        callOffStart(reason);
+        return false;
+    }
+
+    /** Makes a start under way fail soon: the VMM killed, connections closed; the starting thread cleans up. */
+    private void callOffStart(String reason) {
+        VmmProcess p = process;
+        if (p != null) p.kill();
+        try {
+            driver.disconnect("machine " + id + " was stopped while starting: " + reason);
+        } catch (RuntimeException e) {
+            LOG.debug("{}: disconnecting while starting: {}", id, e.toString());
+        }
+    }
+
+    @Override
+    public final void shutdown(Duration timeout) {
+        if (!beginStop("shutdown()")) {
+            awaitCleanup();
+            return;
+        }
+        try {
+            stopGracefully(timeout);
+        } catch (RuntimeException e) {
+            process.kill();
+            cleanup("shutdown(): " + e.getMessage());
+            throw new AbnormalShutdownException("could not shut " + id + " down gracefully: " + e.getMessage(), e);
+        }
+        cleanup("shutdown()");
+        runChecks();
+    }
+
+    private void stopGracefully(Duration timeout) {
+        if (!process.isAlive()) return;
+        if (process.isStopped()) {
+            throw new KilnException(vmm() + " " + id + " is stopped by a signal (SIGSTOP or the like) and can answer nothing");
+        }
+        String asked = driver.requestStop(timeout);
+        if (asked == null) {
+            process.kill();
+            return;
+        }
+        if (process.awaitExit(timeout).isEmpty()) {
+            throw new WaitTimeoutException(vmm() + " " + id + " to exit after " + asked, timeout, console.tail(2000));
+        }
+    }
+
+    @Override
+    public final void kill() {
+        if (!beginStop("kill()")) {
+            awaitCleanup();
+            return;
+        }
+        process.kill();
+        cleanup("kill()");
+        runChecks();
+    }
+
+    @Override
+    public final int awaitExit(Duration timeout) {
+        if (state() == MachineState.NEW) throw new KilnException("machine " + id + " was never started");
+        VmmProcess p = process;
+        if (p != null && p.awaitExit(timeout).isEmpty()) {
+            if (beginStop("awaitExit(): no exit within " + Text.human(timeout))) {
+                p.kill();
+                cleanup("awaitExit() timed out");
+                throw new AbnormalShutdownException("machine " + id + " did not exit by itself within " + Text.human(timeout),
+                        new WaitTimeoutException(vmm() + " " + id + " to exit", timeout, console.tail(2000)));
+            }
+        }
+        awaitCleanup();
+        runChecks();
+        return exitCode().orElseThrow(() -> new KilnException(vmm() + " " + id + " exited but its exit code cannot be known"
+                + " (it was forked by another process and reported none)"));
+    }
+
+    @Override
+    public void close() {
+        MachineState s = state();
+        if (s == MachineState.NEW) {
+            lock.lock();
+            try {
+                if (state == MachineState.NEW) {
+                    transition(MachineState.EXITED, "close() before start()");
+                    stopReason = "closed before it started";
+                    cleanedUp.complete(null);
+                    return;
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+        if (s.isLive() || s == MachineState.STARTING) {
+            try {
+                shutdown(spec.shutdownTimeout());
+            } catch (AbnormalShutdownException e) {
+                LOG.warn("{}", e.getMessage());
+            }
+            return;
+        }
+        awaitCleanup();
+    }
+
+    /** The VMM exited: by Kiln's hand, the guest's, or a crash. Whoever caused it, clean up. */
+    private void onVmmExit() {
+        String reason;
+        lock.lock();
+        try {
+            if (!state.isLive()) return; // Kiln is stopping it, and cleans up
+            reason = vmm() + " exited by itself: " + process.exitStatus().map(st -> describeExit(st, process)).orElse("exited");
+            transition(MachineState.STOPPING, reason);
+            stopReason = reason;
+        } finally {
+            lock.unlock();
+        }
+        Thread.ofVirtual().name("kiln-reap-" + id).start(() -> cleanup(reason));
+    }
+
+    /** Waits for a cleanup another thread is running. */
+    private void awaitCleanup() {
+        try {
+            cleanedUp.get(CLEANUP_WAIT.toSeconds(), TimeUnit.SECONDS);
+        } catch (TimeoutException e) {
+            throw new KilnException("cleanup of machine " + id + " did not finish within " + Text.human(CLEANUP_WAIT));
+        } catch (ExecutionException | InterruptedException e) {
+            if (e instanceof InterruptedException) Thread.currentThread().interrupt();
+            throw new KilnException("waiting for the cleanup of machine " + id + " failed: " + e, e);
+        }
+    }
+
+    /**
+     * Runs once: connections closed with the reason, the VMM killed if it still runs, the console drained, the
+     * lifeline released, the driver's leftovers and the work dir removed; then EXITED (FAILED after a failed start).
+     * A second caller waits until the first has finished, so that everything is gone when it returns.
+     */
+    private void cleanup(String reason) {
+        if (!cleanupClaimed.compareAndSet(false, true)) {
+            awaitCleanup();
+            return;
+        }
+        String why;
+        lock.lock();
+        try {
+            if (stopReason == null) stopReason = reason;
+            why = stopReason;
+        } finally {
+            lock.unlock();
+        }
+        try {
+            releaseEverything("machine " + id + " is stopping: " + why);
+        } finally {
+            lock.lock();
+            try {
+                if (state == MachineState.STARTING) transition(MachineState.FAILED, "cleaned up after a failed start");
+                else if (state == MachineState.STOPPING) transition(MachineState.EXITED, "cleaned up");
+            } finally {
+                lock.unlock();
+            }
+            cleanedUp.complete(null);
+        }
+    }
+
+    private void releaseEverything(String closedBecause) {
+        List<String> problems = new ArrayList<>();
+        attempt(problems, () -> driver.disconnect(closedBecause));
+        VmmProcess p = process;
+        if (p != null) {
+            attempt(problems, () -> {
+                if (p.isAlive()) p.kill();
+                exitStatus = p.awaitExit(KILL_WAIT).orElseThrow(() ->
+                        new KilnException(vmm() + " " + id + " (pid " + p.pid() + ") survived SIGKILL for " + Text.human(KILL_WAIT)));
+            });
+        }
+        console.awaitEnd(Duration.ofSeconds(2)); // the VMM is gone: read what it wrote last (a panic, say) first
+        console.close();
+        vmmOutput.awaitEnd(Duration.ofSeconds(2));
+        vmmOutput.close();
+        attempt(problems, driver::drain);
+        finalLog = collectLog();
+        if (p != null) p.releaseLifeline();
+        attempt(problems, driver::removeLeftovers);
+        attempt(problems, () -> WorkDir.delete(workDir));
+        ExitStatus st = exitStatus;
+        if (st != null && p.ownStatus() && !st.exited() && !(st.signal() == Posix.SIGKILL && p.killedByUs())) {
+            LOG.warn("{} {} received signal {}; command: {}", vmm(), id, st.signal(), String.join(" ", driver.commandLine()));
+        }
+        if (!problems.isEmpty()) LOG.warn("{}: cleanup left something behind: {}", id, String.join("; ", problems));
+    }
+
+    private static void attempt(List<String> problems, Runnable step) {
+        try {
+            step.run();
+        } catch (RuntimeException e) {
+            problems.add(e.getMessage());
+        }
+    }
+
+    private String collectLog() {
+        String output = vmmOutput.transcript();
+        String extra = driver.extraLog();
+        if (extra.isEmpty()) return output;
+        if (output.isBlank()) return extra;
+        return extra + (extra.endsWith("\n") ? "" : "\n") + "[output]\n" + output;
+    }
+
+    private void runChecks() {
+        if (checked.compareAndSet(false, true)) driver.checkAfterStop();
+    }
+
+    // ---- what a machine shows ----------------------------------------------------------------------------
+
+    @Override
+    public final boolean isRunning() {
+        VmmProcess p = process;
+        return p != null && p.isAlive();
+    }
+
+    @Override
+    public final OptionalInt exitCode() {
+        VmmProcess p = process;
+        if (p == null) return OptionalInt.empty();
+        if (!p.ownStatus()) {
+            if (p.isAlive()) return OptionalInt.empty();
+            OptionalInt reported = driver.reportedExitCode();
+            return reported.isPresent() || !p.killedByUs() ? reported : OptionalInt.of(128 + Posix.SIGKILL);
+        }
+        ExitStatus st = exitStatus != null ? exitStatus : p.exitStatus().orElse(null);
+        return st == null ? OptionalInt.empty() : OptionalInt.of(st.shellCode());
+    }
+
+    /** How the VMM process Kiln spawned ended, once it has. */
+    public final Optional<ExitStatus> exitStatus() {
+        VmmProcess p = process;
+        return p == null ? Optional.empty() : Optional.ofNullable(exitStatus != null ? exitStatus : p.exitStatus().orElse(null));
+    }
+
+    @Override
+    public final OptionalLong pid() {
+        VmmProcess p = process;
+        return p != null && p.isAlive() ? OptionalLong.of(p.pid()) : OptionalLong.empty();
+    }
+
+    @Override public final Path workDir() { return workDir; }
+
+    @Override public final Console console() { return console; }
+
+    @Override public final Optional<GuestImage> image() { return Optional.ofNullable(image); }
+
+    /** The full command line of the launch (wrappers included); empty before start. */
+    public final List<String> commandLine() {
+        return driver.commandLine();
+    }
+
+    @Override
+    public final String vmmLog() {
+        String f = finalLog;
+        return f != null ? f : collectLog();
+    }
+
+    @Override
+    public final MatchResult awaitVmmLog(Pattern pattern, Duration timeout) {
+        MatchResult m = driver.awaitExtraLog(pattern, timeout);
+        return m != null ? m : vmmOutput.await(pattern, timeout); // FIXME cursorAtStart once the console has cursors
+    }
+
+    @Override
+    public final InetSocketAddress hostAddress(int guestPort) {
+        return driver.hostAddress(guestPort);
+    }
+
+    @Override
+    public final StartTimings startTimings() {
+        return new StartTimings(since(spawnedNanos), since(upNanos), since(readyNanos));
+    }
+
+    private static Duration since(long nanos) {
+        return nanos == 0 ? null : Duration.ofNanos(nanos);
+    }
+
+    /** Why the machine stopped or is stopping; empty while it runs. */
+    public final Optional<String> stopReason() {
+        lock.lock();
+        try {
+            return Optional.ofNullable(stopReason);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public String toString() {
+        VmmProcess p = process;
+        return getClass().getSimpleName() + "[" + id + ", " + state() + (p != null ? ", pid " + p.pid() : "") + "]";
+    }
+}

@@ -1,0 +1,165 @@
+package dev.kiln.qemu;
+
+import dev.kiln.GuestImage;
+import dev.kiln.MachineSpec;
+import dev.kiln.Nic;
+import dev.kiln.support.HostCpu;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The QEMU command line of one launch, from the spec, the QEMU options, the chosen accelerator and the socket paths
+ * Kiln listens on. Every {@code -chardev}, {@code -netdev}, {@code -device} and {@code -add-fd} value goes through
+ * {@link QemuOption}, so paths with commas stay one value.
+ */
+final class QemuArguments {
+    /** The user-mode network: its netdev id, range, the guest's address, the gateway and the guest's MAC. */
+    static final String USER_NETDEV = "usernet0", USER_NET = "10.42.0.0/24", USER_GUEST_IP = "10.42.0.10",
+            USER_GATEWAY = "10.42.0.2", USER_MAC = "02:72:82:bf:c3:56";
+
+    /** Where Kiln listens or QEMU serves, and the fd numbers QEMU gets its inherited files at. */
+    record Sockets(Path qmp, Path console, Path agent, List<Path> channels, Path fdMonitor,
+                   List<Integer> socketNicFds, List<Integer> addedFileFds) {}
+
+    private final MachineSpec spec;
+    private final QemuOptions options;
+    private final GuestImage image;
+    private final Accelerator accel;
+
+    QemuArguments(MachineSpec spec, QemuOptions options, GuestImage image, Accelerator accel) {
+        this.spec = spec;
+        this.options = options;
+        this.image = image;
+        this.accel = accel;
+    }
+
+    boolean consoleOn() {
+        return options.console != null ? options.console : image != null;
+    }
+
+    boolean agentOn() {
+        return options.agent != null ? options.agent : image != null;
+    }
+
+    String machineType() {
+        if (options.machineType != null) return options.machineType;
+        return image != null ? "microvm,rtc=on,isa-serial=on" : null;
+    }
+
+    boolean isMicrovm() {
+        String m = machineType();
+        return m != null && (m.equals("microvm") || m.startsWith("microvm,"));
+    }
+
+    List<String> build(Sockets s) {
+        QemuCommandLine cl = new QemuCommandLine(options.binary).wrapper(options.wrapper);
+        cl.option("-display", "none").option("-vga", "none");
+        if (options.noDefaults) cl.flag("-nodefaults").flag("-no-user-config");
+        if (options.qmp) {
+            QemuOption mon = QemuOption.of("socket").set("id", "mon");
+            if (options.monitorTcp != null) mon.set("host", options.monitorTcp.getHostString()).set("port", options.monitorTcp.getPort());
+            else mon.set("path", s.qmp());
+            cl.option("-chardev", mon.toString()).option("-mon", "chardev=mon,mode=control");
+        }
+        if (s.fdMonitor() != null) {
+            cl.option("-chardev", QemuOption.of("socket").set("id", "fdmon").set("server", "on").set("wait", "off")
+                    .set("path", s.fdMonitor()).toString()).option("-mon", "chardev=fdmon,mode=control");
+        }
+        if (options.monitorNull) cl.option("-monitor", "null");
+        String machine = machineType();
+        if (machine != null) cl.option("-machine", machine);
+        cl.option("-accel", accel.qemuName());
+        if (accel == Accelerator.KVM) cl.option("-cpu", "host");
+        cl.option("-m", Integer.toString(spec.memoryMib()));
+        cl.option("-smp", Integer.toString(spec.cpus()));
+        String mmioOrPci = isMicrovm() ? "device" : "pci";
+        if (options.rng) cl.option("-device", QemuOption.of("virtio-rng-" + mmioOrPci).set("max-bytes", 1024).set("period", 1000).toString());
+        for (int i = 0; i < options.consoleIndex; i++) cl.option("-serial", "null");
+        boolean console = consoleOn();
+        boolean virtioConsole = console && options.consoleDevice != null
+                && (options.consoleDevice.startsWith("virtconsole") || options.consoleDevice.startsWith("virtserialport"));
+        if (agentOn() || virtioConsole || !options.channels.isEmpty()) {
+            cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("max_ports", 16).toString());
+        }
+        if (console) {
+            cl.option("-chardev", QemuOption.of("socket").set("id", "console").set("path", s.console()).toString());
+            if (options.consoleDevice == null) cl.option("-serial", "chardev:console");
+            else cl.option("-device", options.consoleDevice + ",chardev=console");
+        }
+        if (agentOn()) {
+            cl.option("-chardev", QemuOption.of("socket").set("id", "qga").set("server", "on").set("wait", "off")
+                    .set("path", s.agent()).toString());
+            cl.option("-device", QemuOption.of("virtserialport").set("id", QemuDriver.AGENT_PORT_ID).set("chardev", "qga")
+                    .set("name", QemuMachine.AGENT_PORT_NAME).toString());
+        }
+        for (int i = 0; i < options.channels.size(); i++) {
+            cl.option("-chardev", QemuOption.of("socket").set("id", "chan" + i).set("path", s.channels().get(i)).toString());
+            cl.option("-device", QemuOption.of("virtserialport").set("chardev", "chan" + i)
+                    .set("name", options.channels.get(i)).toString());
+        }
+        spec.vsockCid().ifPresent(cid -> cl.option("-device", QemuOption.of("vhost-vsock-" + mmioOrPci).set("guest-cid", cid).toString()));
+        if (image != null) {
+            cl.option("-kernel", image.kernel().toString());
+            if (image.initrd() != null) cl.option("-initrd", image.initrd().toString());
+            cl.option("-append", kernelCmdline());
+            cl.flag("-no-reboot");
+        }
+        if (options.paused) cl.flag("-S");
+        for (int i = 0; i < options.addedFiles.size(); i++) {
+            QemuOptions.AddedFile f = options.addedFiles.get(i);
+            cl.option("-add-fd", QemuOption.of(null).set("fd", s.addedFileFds().get(i)).set("set", f.fdset())
+                    .setIfPresent("opaque", f.opaque()).toString());
+        }
+        String nic = "virtio-net-" + mmioOrPci;
+        spec.userNetwork().ifPresent(user -> {
+            QemuOption net = QemuOption.of("user").set("id", USER_NETDEV).set("net", USER_NET).set("dhcpstart", USER_GUEST_IP);
+            for (Nic.Forward f : user.forwards()) net.set("hostfwd", hostfwd(f));
+            cl.option("-netdev", net.toString());
+            cl.option("-device", QemuOption.of(nic).set("netdev", USER_NETDEV).set("mac", USER_MAC).toString());
+        });
+        int taps = 0;
+        for (Nic n : spec.nics()) {
+            if (n instanceof Nic.Tap tap) {
+                String id = "tap" + taps++;
+                cl.option("-netdev", QemuOption.of("tap").set("id", id).set("ifname", tap.device())
+                        .set("script", "no").set("downscript", "no").toString());
+                cl.option("-device", QemuOption.of(nic).set("netdev", id).setIfPresent("mac", tap.mac()).toString());
+            }
+        }
+        for (int i = 0; i < options.socketNics.size(); i++) {
+            QemuOptions.SocketNic n = options.socketNics.get(i);
+            cl.option("-netdev", QemuOption.of("socket").set("id", "sock" + i).set("fd", s.socketNicFds().get(i)).toString());
+            cl.option("-device", QemuOption.of(nic).set("netdev", "sock" + i).setIfPresent("mac", n.mac()).toString());
+        }
+        cl.raw(options.args);
+        return cl.build();
+    }
+
+    static String hostfwd(Nic.Forward f) {
+        return "tcp:127.0.0.1:" + f.hostPort() + "-:" + f.guestPort();
+    }
+
+    /** The kernel command line: console, the TSC fix for microvm under TCG, the image's, the spec's. */
+    String kernelCmdline() {
+        List<String> parts = new ArrayList<>();
+        if (consoleOn() && options.consoleDevice == null) parts.add("console=ttyS" + options.consoleIndex);
+        if (consoleOn() && options.consoleDevice != null && options.consoleDevice.startsWith("virtconsole")) {
+            parts.add("console=hvc0");
+        }
+        if (spec.userNetwork().isPresent()) parts.add("kiln.ip=" + USER_GUEST_IP + "/24," + USER_GATEWAY);
+        if (isMicrovm() && accel == Accelerator.TCG) {
+            // microvm has no HPET/PM timer: under TCG the kernel's PIT calibration of the TSC fails about
+            // one boot in ten and the boot hangs. Telling it the TSC frequency avoids the calibration.
+            long khz = HostCpu.tscKhz();
+            if (khz > 0) parts.add("tsc_early_khz=" + khz);
+        }
+        // microvm has no reset device the kernel knows; a triple fault resets it, and -no-reboot turns that
+        // reset (a reboot, or a panic with panic=-1) into QEMU exiting instead of a guest stuck in its reboot loop.
+        if (isMicrovm()) parts.add("reboot=t");
+        if (!image.cmdline().isBlank()) parts.add(image.cmdline());
+        if (!spec.kernelArgs().isBlank()) parts.add(spec.kernelArgs());
+        return String.join(" ", parts);
+    }
+}

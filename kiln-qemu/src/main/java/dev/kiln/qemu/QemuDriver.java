@@ -1,0 +1,356 @@
+package dev.kiln.qemu;
+
+import com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.kiln.Event;
+import dev.kiln.Guest;
+import dev.kiln.GuestImage;
+import dev.kiln.KilnException;
+import dev.kiln.LaunchException;
+import dev.kiln.MachineSpec;
+import dev.kiln.Nic;
+import dev.kiln.agent.QgaGuest;
+import dev.kiln.image.DefaultImage;
+import dev.kiln.os.ExitStatus;
+import dev.kiln.os.Fd;
+import dev.kiln.os.Posix;
+import dev.kiln.support.Deadline;
+import dev.kiln.support.Executables;
+import dev.kiln.support.VmmProcess;
+import dev.kiln.vmm.Launch;
+import dev.kiln.vmm.VmmDriver;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/**
+ * How QEMU plugs into Kiln's machine core. Kiln listens on the QMP, console and channel sockets and QEMU connects to
+ * them while it starts, so no console output is lost and a QEMU that dies early is noticed at once. The guest
+ * agent's socket is QEMU's (a server), because Kiln reconnects to it at will.
+ */
+final class QemuDriver implements VmmDriver {
+    private static final Logger LOG = LoggerFactory.getLogger(QemuDriver.class);
+    /** The id of the agent's virtio-serial port device, named in QEMU's VSERPORT_CHANGE events. */
+    static final String AGENT_PORT_ID = "qga0";
+
+    private final MachineSpec spec;
+    private final QemuOptions options;
+    private volatile Accelerator.Choice accel;
+    private volatile String id;
+    private volatile QemuArguments arguments;
+    private volatile List<String> commandLine = List.of();
+    private volatile VmmProcess process;
+    private volatile Launch launch;
+    private volatile Qmp qmp;
+    private volatile QgaGuest guest;
+    private volatile FdPassing fdPassing;
+    private volatile UserNetworking userNetworking;
+    private final Map<String, SocketChannel> channels = new ConcurrentHashMap<>();
+    private final List<ServerSocketChannel> listeners = new ArrayList<>();
+    private ServerSocketChannel qmpListener, consoleListener;
+    private final List<ServerSocketChannel> channelListeners = new ArrayList<>();
+    private Path agentPath;
+
+    QemuDriver(MachineSpec spec, QemuOptions options) {
+        this.spec = spec;
+        this.options = options;
+    }
+
+    Accelerator.Choice accelerator() {
+        return accel;
+    }
+
+    boolean paused() {
+        return options.paused;
+    }
+
+    @Override
+    public void preflight() {
+        if (Executables.find(options.binary).isEmpty()) {
+            String where = options.binary.contains("/") ? "is missing or not executable" : "was not found on PATH (" + Executables.path() + ")";
+            throw new LaunchException("QEMU binary '" + options.binary + "' " + where + "; install qemu-system-x86 or set KILN_QEMU",
+                    List.of(options.binary), null, null, null);
+        }
+        if (spec.userNetwork().map(u -> !u.forwards().isEmpty()).orElse(false) && !options.qmp) {
+            throw new IllegalArgumentException("forwards: port forwards need QMP (Kiln reads the bound ports from QEMU); drop qmp(false)");
+        }
+        if (spec.vsockCid().isPresent() && !Files.exists(Path.of("/dev/vhost-vsock"))) {
+            throw new KilnException("vsock: QEMU's vhost-vsock device needs /dev/vhost-vsock, which this host lacks (load the"
+                    + " vhost_vsock kernel module)");
+        }
+        for (Nic n : spec.nics()) {
+            if (n instanceof Nic.Tap tap && !Files.exists(Path.of("/sys/class/net", tap.device()))) {
+                throw new KilnException("nics: there is no network device '" + tap.device() + "' on this host: make the tap first"
+                        + " (ip tuntap add " + tap.device() + " mode tap)");
+            }
+        }
+        accel = options.accelerator.resolve();
+    }
+
+    @Override
+    public GuestImage defaultImage() {
+        return DefaultImage.get(line -> LOG.info("default image: {}", line));
+    }
+
+    @Override
+    public VmmProcess spawn(Launch launch) throws IOException {
+        this.launch = launch;
+        this.id = launch.id();
+        userNetworking = new UserNetworking(id, this::qmp);
+        Path workDir = launch.workDir();
+        Path sockDir = options.sockDir != null ? options.sockDir : workDir;
+        arguments = new QemuArguments(spec, options, launch.image(), accel.accelerator());
+        Path qmpPath = null, consolePath = null, fdMonitor = null;
+        if (options.qmp) {
+            SocketAddress a = options.monitorTcp != null ? options.monitorTcp
+                    : UnixDomainSocketAddress.of(qmpPath = sockDir.resolve(id + "-monitor.sock"));
+            qmpListener = listen(a);
+        }
+        if (arguments.consoleOn()) consoleListener = listen(UnixDomainSocketAddress.of(consolePath = sockDir.resolve(id + "-console.sock")));
+        if (arguments.agentOn()) agentPath = sockDir.resolve(id + "-qga.sock");
+        List<Path> channelPaths = new ArrayList<>();
+        for (int i = 0; i < options.channels.size(); i++) {
+            Path p = sockDir.resolve(id + "-chan" + i + ".sock");
+            channelPaths.add(p);
+            channelListeners.add(listen(UnixDomainSocketAddress.of(p)));
+        }
+        if (options.fdPassing && options.qmp) fdMonitor = sockDir.resolve(id + "-fdmon.sock");
+        fdPassing = new FdPassing(fdMonitor);
+
+        List<Fd> inherited = new ArrayList<>();
+        List<Fd> opened = new ArrayList<>();
+        try {
+            List<Integer> nicFds = new ArrayList<>();
+            for (QemuOptions.SocketNic n : options.socketNics) {
+                nicFds.add(VmmProcess.childFdOf(inherited.size()));
+                inherited.add(n.fd());
+            }
+            List<Integer> fileFds = new ArrayList<>();
+            for (QemuOptions.AddedFile f : options.addedFiles) {
+                Fd fd = Posix.open(f.file(), f.writable());
+                opened.add(fd);
+                fileFds.add(VmmProcess.childFdOf(inherited.size()));
+                inherited.add(fd);
+            }
+            commandLine = arguments.build(new QemuArguments.Sockets(qmpPath, consolePath, agentPath, channelPaths, fdMonitor,
+                    nicFds, fileFds));
+            LOG.debug("{}: accelerator {}; launching {}", id, accel, String.join(" ", commandLine));
+            process = launch.spawn(commandLine, null, inherited, "");
+            return process;
+        } finally {
+            opened.forEach(Fd::close); // QEMU has its own copies
+        }
+    }
+
+    private ServerSocketChannel listen(SocketAddress address) throws IOException {
+        ServerSocketChannel s = address instanceof UnixDomainSocketAddress
+                ? ServerSocketChannel.open(StandardProtocolFamily.UNIX) : ServerSocketChannel.open();
+        synchronized (listeners) {
+            listeners.add(s);
+        }
+        s.bind(address);
+        return s;
+    }
+
+    @Override
+    public void bringUp(Deadline deadline) {
+        CompletableFuture<ExitStatus> exit = process.onExit();
+        if (qmpListener != null) {
+            qmp = Qmp.connect(id, accept(qmpListener, exit, deadline, "the QMP connection"), deadline.remaining());
+        }
+        if (consoleListener != null) {
+            launch.console().attach(accept(consoleListener, exit, deadline, "the console connection"));
+            spec.consoleLog().ifPresent(launch.console()::teeTo);
+        }
+        for (int i = 0; i < channelListeners.size(); i++) {
+            channels.put(options.channels.get(i), accept(channelListeners.get(i), exit, deadline, "channel " + options.channels.get(i)));
+        }
+        closeListeners();
+        if (spec.userNetwork().isPresent() && qmp != null) userNetworking.readForwards();
+        if (agentPath != null) guest = new QgaGuest(this::connectAgent, () -> launch.console().tail(2000), launch.vmmState(), id);
+    }
+
+    /** Accepts QEMU's connection, failing at once if QEMU exits and at the deadline otherwise. */
+    private SocketChannel accept(ServerSocketChannel listener, CompletableFuture<ExitStatus> exit, Deadline deadline, String what) {
+        CompletableFuture<SocketChannel> accepted = new CompletableFuture<>();
+        Thread t = Thread.ofVirtual().name("kiln-accept-" + id).start(() -> {
+            try {
+                accepted.complete(listener.accept());
+            } catch (IOException e) {
+                accepted.completeExceptionally(e);
+            }
+        });
+        try {
+            Object first = CompletableFuture.anyOf(accepted, exit).get(deadline.remainingNanos(), TimeUnit.NANOSECONDS);
+            if (first instanceof ExitStatus st) {
+                accepted.thenAccept(QemuDriver::closeQuietly); // in case QEMU connected just before it died
+                throw new KilnException("QEMU exited (" + st + ") before opening " + what);
+            }
+            return (SocketChannel) first;
+        } catch (TimeoutException e) {
+            t.interrupt();
+            accepted.thenAccept(QemuDriver::closeQuietly);
+            throw new KilnException("QEMU did not open " + what + " within " + deadline.total());
+        } catch (ExecutionException e) {
+            throw new KilnException("waiting for " + what + " failed: " + e.getCause().getMessage(), e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new KilnException("interrupted while waiting for " + what, e);
+        }
+    }
+
+    private SocketChannel connectAgent() {
+        try {
+            return SocketChannel.open(UnixDomainSocketAddress.of(agentPath));
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot connect to the guest agent socket " + agentPath, e);
+        }
+    }
+
+    private void closeListeners() {
+        synchronized (listeners) {
+            for (ServerSocketChannel s : listeners) {
+                try {
+                    s.close();
+                } catch (IOException ignored) {
+                    // closing
+                }
+                try {
+                    if (s.getLocalAddress() instanceof UnixDomainSocketAddress u) Files.deleteIfExists(u.getPath());
+                } catch (IOException ignored) {
+                    // best effort; the work dir goes anyway
+                }
+            }
+            listeners.clear();
+        }
+    }
+
+    private static void closeQuietly(SocketChannel ch) {
+        try {
+            ch.close();
+        } catch (IOException ignored) {
+            // nothing to do
+        }
+    }
+
+    @Override
+    public List<String> commandLine() {
+        return commandLine;
+    }
+
+    @Override
+    public Guest guest() {
+        return guest;
+    }
+
+    QgaGuest agent() {
+        return guest;
+    }
+
+    Qmp qmp() {
+        Qmp q = qmp;
+        if (q == null) throw new KilnException("machine " + id + " has no QMP connection (QMP is off, or the machine is not up)");
+        return q;
+    }
+
+    boolean hasQmp() {
+        return qmp != null;
+    }
+
+    UserNetworking userNetworking() {
+        UserNetworking u = userNetworking;
+        if (u == null) throw new KilnException("machine " + id + " is not started: it has no network yet");
+        return u;
+    }
+
+    FdPassing fdPassing() {
+        return fdPassing;
+    }
+
+    SocketChannel channel(String name) {
+        SocketChannel ch = channels.get(name);
+        if (ch == null) throw new KilnException("machine " + id + " has no channel '" + name + "' (channels: " + channels.keySet() + ")");
+        return ch;
+    }
+
+    @Override
+    public String requestStop(Duration timeout) {
+        Qmp q = qmp;
+        if (q == null) {
+            return process.signal(Posix.SIGTERM) ? "SIGTERM" : "nothing (QEMU had exited)"; // QEMU quits cleanly on SIGTERM
+        }
+        if (q.state() != Qmp.State.RUNNING) {
+            throw new KilnException("QMP is closed (" + q.closeReason() + ") and QEMU still runs");
+        }
+        try {
+            q.execute("quit", null, timeout);
+        } catch (RuntimeException e) {
+            // QEMU may close the socket before the reply arrives: that is a quit too.
+            if (process.isAlive() && q.state() == Qmp.State.RUNNING) throw e;
+        }
+        return "quit";
+    }
+
+    @Override
+    public void pause() {
+        qmp().execute("stop"); // synchronous: the CPUs have stopped when QEMU answers
+    }
+
+    @Override
+    public void resume() {
+        qmp().execute("cont");
+    }
+
+    @Override
+    public void disconnect(String reason) {
+        closeListeners();
+        channels.values().forEach(QemuDriver::closeQuietly);
+        QgaGuest g = guest;
+        if (g != null) g.close();
+        Qmp q = qmp;
+        if (q != null) q.close();
+    }
+
+    @Override
+    public void removeLeftovers() {
+        // everything QEMU needs lives in the work dir (or sockDir, whose sockets are removed once connected)
+    }
+
+    /**
+     * A GUEST_PANICKED event in the QMP queue (QEMU sends its own only with a pvpanic device), with
+     * {@code "source": "console"} and the panic line.
+     */
+    @Override
+    public void onGuestPanic(String line) {
+        Qmp q = qmp;
+        if (q == null) return;
+        ObjectNode data = JsonNodeFactory.instance.objectNode().put("action", "console").put("source", "console").put("line", line);
+        ObjectNode raw = JsonNodeFactory.instance.objectNode().put("event", "GUEST_PANICKED").set("data", data);
+        q.post(new Event("GUEST_PANICKED", data, Instant.now(), raw));
+    }
+
+    @Override
+    public InetSocketAddress hostAddress(int guestPort) {
+        return new InetSocketAddress("127.0.0.1", userNetworking().hostPort(guestPort));
+    }
+}
