@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.Event;
 import dev.kiln.KilnException;
+import dev.kiln.support.JsonFramer;
 
 import java.io.IOException;
 import java.nio.channels.SocketChannel;
@@ -34,7 +35,7 @@ public final class Qmp implements AutoCloseable {
 
     private Qmp(String name, SocketChannel channel) throws IOException {
         this.events = new QmpEventQueue(name);
-        this.connection = new QmpConnection(name, channel, transcript, this::received, events::close);
+        this.connection = new QmpConnection(name, channel, transcript, events::add, events::close);
     }
 
     /** Starts reading, awaits the greeting and negotiates capabilities. Closes the channel on failure. */
@@ -97,16 +98,17 @@ public final class Qmp implements AutoCloseable {
     /** Turns the transcript on or off (it costs a string per message). */
     public void recordTranscript(boolean on) { transcript.recording(on); }
 
-    private void received(ObjectNode msg) {
-        JsonNode ts = msg.path("timestamp");
-        Instant when = Instant.ofEpochSecond(ts.path("seconds").asLong(), ts.path("microseconds").asLong() * 1000);
-        JsonNode data = msg.has("data") ? msg.get("data") : JsonNodeFactory.instance.objectNode();
-        events.add(new Event(msg.path("event").asText(), data, when, msg));
-    }
-
-    /** Queues an event as if QEMU had sent it: for what Kiln itself notices about the VM (a panic on the console). */
-    void post(Event event) {
-        events.add(event);
+    /**
+     * Queues an event message as if QEMU had sent it: for what Kiln itself notices about the VM (a panic on the
+     * console). Stamped now, as QEMU stamps its own, unless it carries a timestamp.
+     */
+    void post(ObjectNode message) {
+        if (!message.has("timestamp")) {
+            Instant now = Instant.now();
+            message.set("timestamp", JsonNodeFactory.instance.objectNode()
+                    .put("seconds", now.getEpochSecond()).put("microseconds", now.getNano() / 1000));
+        }
+        events.add(message);
     }
 
     /** Returns the queued events and clears the queue. */
@@ -115,10 +117,19 @@ public final class Qmp implements AutoCloseable {
     /** The queued events, left in the queue. */
     public List<Event> peekEvents() { return events.peek(); }
 
-    /** A named event and an optional partial match (see {@link EventMatch}). */
+    /** A named event and an optional partial match of its whole message (see {@link EventMatch}). */
     public record EventFilter(String name, JsonNode match) {
         public boolean test(Event e) {
-            return e.name().equals(name) && EventMatch.matches(e.raw(), match);
+            if (!e.name().equals(name)) return false;
+            try {
+                return EventMatch.matches(JsonFramer.JSON.readTree(e.json()), match);
+            } catch (IOException x) {
+                throw new IllegalArgumentException("the event's JSON does not parse: " + e.json(), x);
+            }
+        }
+
+        boolean test(ObjectNode message) {
+            return name.equals(message.path("event").asText()) && EventMatch.matches(message, match);
         }
     }
 

@@ -1,5 +1,6 @@
 package dev.kiln.qemu;
 
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.Event;
 import dev.kiln.KilnException;
 import dev.kiln.WaitTimeoutException;
@@ -17,17 +18,22 @@ final class QmpEventQueue {
     private final String peer;
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition changed = lock.newCondition(); // an event queued, or the connection closed
-    private final List<Event> events = new ArrayList<>();
+    private final List<Queued> events = new ArrayList<>();
     private String closeReason; // guarded by lock
 
     QmpEventQueue(String peer) {
         this.peer = peer;
     }
 
-    void add(Event event) {
+    /** An event, and its message as QEMU sent it, for matching. */
+    private record Queued(Event event, ObjectNode message) {}
+
+    /** Queues an event message. */
+    void add(ObjectNode message) {
+        Queued queued = new Queued(QmpEventDecoder.decode(message), message);
         lock.lock();
         try {
-            events.add(event);
+            events.add(queued);
             changed.signalAll();
         } finally {
             lock.unlock();
@@ -38,7 +44,7 @@ final class QmpEventQueue {
     List<Event> takeAll() {
         lock.lock();
         try {
-            List<Event> out = List.copyOf(events);
+            List<Event> out = events.stream().map(Queued::event).toList();
             events.clear();
             return out;
         } finally {
@@ -49,7 +55,7 @@ final class QmpEventQueue {
     List<Event> peek() {
         lock.lock();
         try {
-            return List.copyOf(events);
+            return events.stream().map(Queued::event).toList();
         } finally {
             lock.unlock();
         }
@@ -64,12 +70,12 @@ final class QmpEventQueue {
         lock.lock();
         try {
             while (true) {
-                for (Iterator<Event> it = events.iterator(); it.hasNext(); ) {
-                    Event e = it.next();
+                for (Iterator<Queued> it = events.iterator(); it.hasNext(); ) {
+                    Queued q = it.next();
                     for (Qmp.EventFilter f : filters) {
-                        if (f.test(e)) {
+                        if (f.test(q.message())) {
                             it.remove();
-                            return e;
+                            return q.event();
                         }
                     }
                 }
@@ -80,7 +86,7 @@ final class QmpEventQueue {
                 long left = deadline.remainingNanos();
                 if (left <= 0) {
                     throw new WaitTimeoutException("QMP event " + describe(filters), timeout,
-                            "queued events: " + events);
+                            "queued events: " + events.stream().map(Queued::event).toList());
                 }
                 changed.awaitNanos(left);
             }

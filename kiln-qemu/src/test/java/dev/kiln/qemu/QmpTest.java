@@ -77,6 +77,18 @@ class QmpTest {
     }
 
     @Test
+    void eventDataArePlainJavaValues() {
+        try (QemuMachine vm = paused()) {
+            vm.command("system_reset");
+            Event reset = vm.awaitEvent("RESET", JsonMatch.of("{\"data\": {\"guest\": false}}"), Duration.ofSeconds(10));
+            assertThat(reset.data()).containsEntry("guest", false).containsKey("reason");
+            assertThat(reset.text("reason")).startsWith("host-qmp");
+            assertThat(reset.json()).contains("\"event\":\"RESET\"").contains("\"timestamp\"");
+            assertThatThrownBy(() -> reset.data().put("guest", true)).isInstanceOf(UnsupportedOperationException.class);
+        }
+    }
+
+    @Test
     void pauseAndResumeAwaitTheirEvents() {
         try (QemuMachine vm = paused()) {
             vm.resume();
