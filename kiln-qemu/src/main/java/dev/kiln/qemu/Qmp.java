@@ -28,13 +28,15 @@ public final class Qmp implements AutoCloseable {
     public enum State { CONNECTING, RUNNING, CLOSED }
 
     public static final Duration DEFAULT_COMMAND_TIMEOUT = Duration.ofSeconds(30);
+    /** How many events not taken yet are kept; beyond, the oldest are dropped (see {@link #droppedEvents()}). */
+    public static final int EVENT_QUEUE_CAPACITY = 1000;
 
     private final QmpTranscript transcript = new QmpTranscript();
     private final QmpEventQueue events;
     private final QmpConnection connection;
 
     private Qmp(String name, SocketChannel channel) throws IOException {
-        this.events = new QmpEventQueue(name);
+        this.events = new QmpEventQueue(name, EVENT_QUEUE_CAPACITY);
         this.connection = new QmpConnection(name, channel, transcript, events::add, events::close);
     }
 
@@ -116,6 +118,15 @@ public final class Qmp implements AutoCloseable {
 
     /** The queued events, left in the queue. */
     public List<Event> peekEvents() { return events.peek(); }
+
+    /**
+     * How many events were dropped unread because {@value #EVENT_QUEUE_CAPACITY} newer ones were queued (oldest
+     * first). An event that a wait under way matches is never dropped: it goes to that wait.
+     */
+    public long droppedEvents() { return events.dropped(); }
+
+    /** The event queue, for tests that need a wait to be under way. */
+    QmpEventQueue eventQueue() { return events; }
 
     /** A named event and an optional partial match of its whole message (see {@link EventMatch}). */
     public record EventFilter(String name, JsonNode match) {

@@ -1,5 +1,6 @@
 package dev.kiln.qemu;
 
+import dev.kiln.Event;
 import dev.kiln.KilnException;
 import org.junit.jupiter.api.Test;
 
@@ -9,6 +10,9 @@ import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -35,7 +39,9 @@ class QmpProtocolTest {
         }
 
         void say(String s) throws IOException {
-            fake.write(ByteBuffer.wrap(s.getBytes(StandardCharsets.UTF_8)));
+            // one write may take only part: the JDK makes a socket non-blocking once a virtual thread used it
+            ByteBuffer b = ByteBuffer.wrap(s.getBytes(StandardCharsets.UTF_8));
+            while (b.hasRemaining()) fake.write(b);
         }
 
         String hear() throws IOException {
@@ -66,6 +72,65 @@ class QmpProtocolTest {
         Qmp qmp = Qmp.connect("fake", p.kiln(), Duration.ofSeconds(5));
         t.join();
         return qmp;
+    }
+
+    private static String event(String name, int n) {
+        return "{\"event\": \"" + name + "\", \"data\": {\"n\": " + n + "}, \"timestamp\": {\"seconds\": 1, \"microseconds\": " + n + "}}\r\n";
+    }
+
+    /** Answers the next command with an empty return, on a background thread. */
+    private static Thread answerNextCommand(Pair p) {
+        return Thread.ofVirtual().start(() -> {
+            try {
+                p.hear();
+                p.say("{\"return\": {}}\r\n");
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+    }
+
+    /**
+     * A flood no real QEMU sends on demand: thousands of events at once, more than the queue holds, with the
+     * one a wait wants in the middle. The wait gets it although the queue overflows after it arrived.
+     */
+    @Test
+    void aWaitGetsItsEventWhileAFloodOverflowsTheQueue() throws Exception {
+        try (Pair p = Pair.open()) {
+            Qmp qmp = handshake(p);
+            int before = Qmp.EVENT_QUEUE_CAPACITY + 500;
+            int after = Qmp.EVENT_QUEUE_CAPACITY + 500;
+            CompletableFuture<Event> got = new CompletableFuture<>();
+            Thread waiter = Thread.ofVirtual().start(() -> {
+                try {
+                    got.complete(qmp.awaitEvent("TARGET", null, Duration.ofSeconds(30)));
+                } catch (Throwable t) {
+                    got.completeExceptionally(t);
+                }
+            });
+            assertThat(qmp.eventQueue().awaitWaiters(1, Duration.ofSeconds(10))).as("the wait is under way").isTrue();
+
+            StringBuilder flood = new StringBuilder();
+            for (int i = 0; i < before; i++) flood.append(event("NOISE", i));
+            flood.append(event("TARGET", before));
+            for (int i = 0; i < after; i++) flood.append(event("NOISE", before + 1 + i));
+            p.say(flood.toString());
+
+            Event target = got.get(10, TimeUnit.SECONDS);
+            assertThat(target.name()).isEqualTo("TARGET");
+            assertThat(target.data()).containsEntry("n", (long) before);
+            waiter.join();
+
+            // a reply after the flood: once it is in, every event before it is too
+            Thread answer = answerNextCommand(p);
+            qmp.execute("query-status", null, Duration.ofSeconds(10));
+            answer.join();
+            List<Event> queued = qmp.peekEvents();
+            assertThat(queued).hasSize(Qmp.EVENT_QUEUE_CAPACITY).allMatch(e -> e.name().equals("NOISE"));
+            assertThat(queued.getLast().data()).containsEntry("n", (long) before + after);
+            assertThat(qmp.droppedEvents()).isEqualTo(before + after - Qmp.EVENT_QUEUE_CAPACITY);
+            qmp.close();
+        }
     }
 
     @Test
