@@ -22,7 +22,8 @@ import java.util.concurrent.CompletableFuture;
  * {@link QmpEventQueue} (events not taken yet, and the waits for them), {@link QmpTranscript}.
  *
  * <p>Run states: {@code CONNECTING} (greeting and capabilities pending) → {@code RUNNING} → {@code CLOSED}.
- * Once closed, every pending and later command fails at once with the reason.
+ * Once closed, every pending and later command fails at once with the reason: closed by Kiln or lost from
+ * QEMU's side (end of stream, garbage, an I/O error), see {@link #close(String)}.
  */
 public final class Qmp implements AutoCloseable {
     public enum State { CONNECTING, RUNNING, CLOSED }
@@ -60,7 +61,16 @@ public final class Qmp implements AutoCloseable {
     public State state() { return connection.state(); }
 
     /** Why the connection closed, or null while open. */
-    public String closeReason() { return connection.closeReason(); }
+    public String closeReason() {
+        QmpClosure c = connection.closure();
+        return c == null ? null : c.reason();
+    }
+
+    /** Whether Kiln closed the connection ({@link #close(String)}), rather than lost it from QEMU's side. */
+    public boolean closedByKiln() {
+        QmpClosure c = connection.closure();
+        return c != null && c.byKiln();
+    }
 
     /** Completes when the connection has closed, for whatever reason. */
     public CompletableFuture<Void> onClose() { return connection.onClose(); }
@@ -158,8 +168,21 @@ public final class Qmp implements AutoCloseable {
         return events.await(filters, timeout);
     }
 
+    /** {@link #close(String)} with the reason "closed by Kiln". */
     @Override
     public void close() {
-        connection.close("closed by Kiln");
+        close("closed by Kiln");
+    }
+
+    /**
+     * Closes the connection, once (a later close keeps the first reason). Commands in flight and later ones,
+     * and event waits under way and later ones, fail at once with {@link dev.kiln.MachineClosedException}
+     * carrying {@code reason}. A connection lost from QEMU's side fails them with {@link QmpException} (commands)
+     * or {@link KilnException} (waits) instead, and so does a connection QEMU had hung up on before this close.
+     * Events queued before the close can still be taken.
+     */
+    public void close(String reason) {
+        connection.readPending(); // QEMU may have hung up first: then the connection was lost, not closed
+        connection.close(QmpClosure.byKiln(reason));
     }
 }

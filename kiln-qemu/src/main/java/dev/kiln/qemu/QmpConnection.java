@@ -46,8 +46,8 @@ final class QmpConnection {
     private final QmpTranscript transcript;
     /** Gets every event message, on whichever thread read it. */
     private final Consumer<ObjectNode> events;
-    /** Told once, with the reason, when the connection closes. */
-    private final Consumer<String> closed;
+    /** Told once, when the connection closes. */
+    private final Consumer<QmpClosure> closeListener;
     private final AtomicLong ids = new AtomicLong();
     /** Commands sent and not answered yet, in the order sent (guarded by itself; appended under the send lock). */
     private final ArrayDeque<InFlight> inFlight = new ArrayDeque<>();
@@ -55,7 +55,7 @@ final class QmpConnection {
     private final CompletableFuture<Void> closedFuture = new CompletableFuture<>();
     private final Object stateLock = new Object();
     private volatile Qmp.State state = Qmp.State.CONNECTING;
-    private volatile String closeReason;
+    private volatile QmpClosure closure; // set before state becomes CLOSED
     private volatile Thread idleReader;
 
     // Reading. The framer and the read buffer belong to whoever holds readMutex (held only while draining what
@@ -78,12 +78,12 @@ final class QmpConnection {
 
     /** Takes the channel over (non-blocking from now on); on failure the caller still owns it. */
     QmpConnection(String name, SocketChannel channel, QmpTranscript transcript, Consumer<ObjectNode> events,
-                  Consumer<String> closed) throws IOException {
+                  Consumer<QmpClosure> closeListener) throws IOException {
         this.name = name;
         this.channel = channel;
         this.transcript = transcript;
         this.events = events;
-        this.closed = closed;
+        this.closeListener = closeListener;
         Selector caller = null;
         try {
             channel.configureBlocking(false);
@@ -111,30 +111,31 @@ final class QmpConnection {
             JsonNode caps = call("qmp_capabilities", null, timeout, true).get("error");
             if (caps != null) throw new QmpException("qmp_capabilities", caps.path("class").asText("?"), caps.path("desc").asText(""), null);
             synchronized (stateLock) {
-                if (state == Qmp.State.CLOSED) throw new KilnException("QMP connection closed: " + closeReason);
+                if (state == Qmp.State.CLOSED) throw new KilnException("QMP connection closed: " + closure.reason());
                 state = Qmp.State.RUNNING;
             }
             idleReader = Thread.ofVirtual().name("kiln-qmp-" + name).unstarted(this::idleReadLoop);
             idleReader.start();
         } catch (TimeoutException e) {
-            close("no QMP greeting within " + timeout);
+            close(QmpClosure.lost("no QMP greeting within " + timeout));
             throw new WaitTimeoutException("the QMP greeting from " + name, timeout, String.join("\n", transcript.lines()));
         } catch (ExecutionException e) {
-            close("handshake failed");
+            close(QmpClosure.lost("handshake failed"));
             throw new KilnException("QMP handshake with " + name + " failed: " + e.getCause().getMessage(), e.getCause());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            close("interrupted");
+            close(QmpClosure.lost("interrupted"));
             throw new KilnException("interrupted during the QMP handshake", e);
         } catch (RuntimeException e) {
-            close("handshake failed");
+            close(QmpClosure.lost("handshake failed"));
             throw e;
         }
     }
 
     Qmp.State state() { return state; }
 
-    String closeReason() { return closeReason; }
+    /** Why it closed, or null while open. */
+    QmpClosure closure() { return closure; }
 
     CompletableFuture<Void> onClose() { return closedFuture; }
 
@@ -148,7 +149,8 @@ final class QmpConnection {
      * flight; one that carries an id must carry that command's. The handshake carries an id, once.
      */
     ObjectNode call(String command, ObjectNode arguments, Duration timeout, boolean withId) {
-        if (state == Qmp.State.CLOSED) throw new QmpException(command, "QMP connection is closed (" + closeReason + ")", null);
+        QmpClosure closedBefore = closure;
+        if (closedBefore != null) throw closedBefore.commandFailed(name, command, null);
         Deadline deadline = Deadline.after(timeout);
         ObjectNode msg = JsonNodeFactory.instance.objectNode();
         msg.put("execute", command);
@@ -164,12 +166,17 @@ final class QmpConnection {
         } catch (TimeoutException e) {
             throw new QmpException(command, "no reply within " + timeout, e);
         } catch (ExecutionException e) {
+            // only a close fails a reply
+            QmpClosure why = closure;
+            if (why != null) throw why.commandFailed(name, command, e.getCause());
             throw new QmpException(command, e.getCause().getMessage(), e.getCause());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new QmpException(command, "interrupted", e);
         } catch (IOException e) {
-            close("write failed: " + e.getMessage());
+            QmpClosure why = closure;
+            if (why != null) throw why.commandFailed(name, command, e); // closed under the write
+            close(QmpClosure.lost("write failed: " + e.getMessage()));
             throw new QmpException(command, "cannot write to QMP: " + e.getMessage(), e);
         } finally {
             // A command that timed out stays in flight: its late reply must not be taken for the next one's.
@@ -183,7 +190,7 @@ final class QmpConnection {
         transcript.sent(msg);
         ByteBuffer buf = ByteBuffer.wrap(bytes);
         synchronized (channel) {
-            if (state == Qmp.State.CLOSED) throw new IOException("QMP connection closed (" + closeReason + ")");
+            if (state == Qmp.State.CLOSED) throw new IOException("QMP connection closed (" + closure.reason() + ")");
             synchronized (inFlight) {
                 inFlight.addLast(entry);
             }
@@ -192,10 +199,10 @@ final class QmpConnection {
                     // QEMU is not reading: the socket's buffer is full (non-blocking channel). Rare; back off.
                     if (deadline.expired()) {
                         // part of a command is on the wire: the stream cannot be used any more
-                        close("QEMU did not read a command within its timeout");
+                        close(QmpClosure.lost("QEMU did not read a command within its timeout"));
                         throw new TimeoutException("QEMU did not read the command");
                     }
-                    if (state == Qmp.State.CLOSED) throw new IOException("QMP connection closed (" + closeReason + ")");
+                    if (state == Qmp.State.CLOSED) throw new IOException("QMP connection closed (" + closure.reason() + ")");
                     LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(200));
                 }
             }
@@ -242,7 +249,7 @@ final class QmpConnection {
                 while (!reply.isDone()) {
                     if (state == Qmp.State.CLOSED) {
                         // closed after this command was queued: nobody else will fail it
-                        reply.completeExceptionally(new KilnException("QMP connection closed: " + closeReason));
+                        reply.completeExceptionally(new KilnException("QMP connection closed: " + closure.reason()));
                         return;
                     }
                     if (Thread.interrupted()) throw new InterruptedException();
@@ -257,7 +264,7 @@ final class QmpConnection {
                     } catch (ClosedSelectorException e) {
                         continue; // closed: the loop fails the reply
                     } catch (IOException e) {
-                        close("QMP wait failed: " + e.getMessage());
+                        close(QmpClosure.lost("QMP wait failed: " + e.getMessage()));
                     }
                 }
             } finally {
@@ -325,7 +332,21 @@ final class QmpConnection {
         } finally {
             readMutex.unlock();
         }
-        if (reason != null) close(reason);
+        if (reason != null) close(QmpClosure.lost(reason));
+    }
+
+    /**
+     * Reads what QEMU has sent already, without waiting, unless another thread is reading: a connection QEMU
+     * has hung up on is lost, even when Kiln closes it before the reader noticed.
+     */
+    void readPending() {
+        // an interrupted thread's read would close the channel, and the closure would say "read failed"
+        if (state == Qmp.State.CLOSED || Thread.currentThread().isInterrupted() || !readMutex.tryLock()) return;
+        try {
+            drain();
+        } finally {
+            readMutex.unlock();
+        }
     }
 
     /** Reads while no caller does: events, and the end of the connection. */
@@ -351,9 +372,9 @@ final class QmpConnection {
         } catch (ClosedSelectorException e) {
             // closed
         } catch (InterruptedException e) {
-            close("QMP reader interrupted");
+            close(QmpClosure.lost("QMP reader interrupted"));
         } catch (IOException e) {
-            close("QMP wait failed: " + e.getMessage());
+            close(QmpClosure.lost("QMP wait failed: " + e.getMessage()));
         } finally {
             closeQuietly(idleSelector);
         }
@@ -411,18 +432,22 @@ final class QmpConnection {
         }
     }
 
-    /** Closes once; later calls keep the first reason. Fails every pending command and wakes every waiter. */
-    void close(String reason) {
+    /**
+     * Closes once; later calls keep the first closure. Fails every pending command and wakes every waiter, at
+     * once: a caller in select, one waiting for the lead, the idle reader.
+     */
+    void close(QmpClosure why) {
         synchronized (stateLock) {
             if (state == Qmp.State.CLOSED) return;
-            closeReason = reason;
+            closure = why;
             state = Qmp.State.CLOSED;
         }
-        closed.accept(reason);
-        KilnException why = new KilnException("QMP connection closed: " + reason);
-        greeting.completeExceptionally(why);
+        closeListener.accept(why);
+        // the callers turn this into their command's failure (QmpClosure.commandFailed)
+        KilnException failure = new KilnException("QMP connection closed: " + why.reason());
+        greeting.completeExceptionally(failure);
         synchronized (inFlight) {
-            inFlight.forEach(f -> f.reply().completeExceptionally(why));
+            inFlight.forEach(f -> f.reply().completeExceptionally(failure));
             inFlight.clear();
         }
         // wake whoever waits: the leading caller and the idle reader in their selectors, the others on the lock

@@ -36,7 +36,7 @@ final class QmpEventQueue {
     private final ArrayDeque<Queued> events = new ArrayDeque<>();   // guarded by lock, oldest first
     private final ArrayDeque<Waiter> waiters = new ArrayDeque<>();  // guarded by lock, first come first served
     private long dropped;                                           // guarded by lock
-    private String closeReason;                                     // guarded by lock
+    private QmpClosure closure;                                     // guarded by lock
 
     /** An event, and its message as QEMU sent it, for matching. */
     private record Queued(Event event, ObjectNode message) {}
@@ -137,10 +137,7 @@ final class QmpEventQueue {
             waitersChanged.signalAll();
             try {
                 while (w.taken == null) {
-                    if (closeReason != null) {
-                        throw new KilnException("QMP connection to " + peer + " closed (" + closeReason
-                                + ") while waiting for " + describe(filters));
-                    }
+                    if (closure != null) throw closure.waitFailed(peer, "QMP event " + describe(filters));
                     long left = deadline.remainingNanos();
                     if (left <= 0) throw new WaitTimeoutException("QMP event " + describe(filters) + " from " + peer, timeout, seen());
                     try {
@@ -187,10 +184,10 @@ final class QmpEventQueue {
     }
 
     /** Fails the waits under way and later ones; queued events can still be taken. */
-    void close(String reason) {
+    void close(QmpClosure why) {
         lock.lock();
         try {
-            closeReason = reason;
+            closure = why;
             for (Waiter w : waiters) w.wake.signal();
         } finally {
             lock.unlock();

@@ -2,6 +2,7 @@ package dev.kiln.qemu;
 
 import dev.kiln.Event;
 import dev.kiln.KilnException;
+import dev.kiln.MachineClosedException;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
@@ -130,6 +131,100 @@ class QmpProtocolTest {
             assertThat(queued.getLast().data()).containsEntry("n", (long) before + after);
             assertThat(qmp.droppedEvents()).isEqualTo(before + after - Qmp.EVENT_QUEUE_CAPACITY);
             qmp.close();
+        }
+    }
+
+    /** Reads what Kiln sends until {@code n} commands have come: they are in flight then. */
+    private static void hearCommands(Pair p, int n) throws IOException {
+        StringBuilder heard = new StringBuilder();
+        while (heard.toString().split("\"execute\"", -1).length - 1 < n) heard.append(p.hear());
+    }
+
+    /** Runs {@code action} on a thread of its own; completes with what it threw, or fails if it returned. */
+    private static CompletableFuture<Throwable> failureOf(Runnable action) {
+        CompletableFuture<Throwable> failure = new CompletableFuture<>();
+        Thread.ofVirtual().start(() -> {
+            try {
+                action.run();
+                failure.completeExceptionally(new AssertionError("returned instead of failing"));
+            } catch (Throwable t) {
+                failure.complete(t);
+            }
+        });
+        return failure;
+    }
+
+    /**
+     * A peer that never answers, so that commands stay in flight (one reading, one waiting for the lead) and a
+     * wait stays under way until Kiln closes the connection. Their own timeouts are ten minutes: they fail
+     * within the test's seconds only because of the close.
+     */
+    @Test
+    void closedByKilnFailsWhatIsUnderWayAndWhatComesLaterWithMachineClosed() throws Exception {
+        try (Pair p = Pair.open()) {
+            Qmp qmp = handshake(p);
+            Duration never = Duration.ofMinutes(10);
+            var first = failureOf(() -> qmp.execute("query-status", null, never));
+            var second = failureOf(() -> qmp.execute("query-name", null, never));
+            var wait = failureOf(() -> qmp.awaitEvent("SHUTDOWN", null, never));
+            hearCommands(p, 2);
+            assertThat(qmp.eventQueue().awaitWaiters(1, Duration.ofSeconds(10))).as("the wait is under way").isTrue();
+
+            qmp.close("the test is over");
+
+            assertThat(first.get(10, TimeUnit.SECONDS)).isInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("query-status").hasMessageContaining("the test is over");
+            assertThat(second.get(10, TimeUnit.SECONDS)).isInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("query-name").hasMessageContaining("the test is over");
+            assertThat(wait.get(10, TimeUnit.SECONDS)).isInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("SHUTDOWN").hasMessageContaining("the test is over");
+            assertThatThrownBy(() -> qmp.execute("query-status", null, never))
+                    .isInstanceOf(MachineClosedException.class).hasMessageContaining("the test is over");
+            assertThatThrownBy(() -> qmp.awaitEvent("SHUTDOWN", null, never))
+                    .isInstanceOf(MachineClosedException.class).hasMessageContaining("the test is over");
+            assertThat(qmp.state()).isEqualTo(Qmp.State.CLOSED);
+            assertThat(qmp.closedByKiln()).isTrue();
+            assertThat(qmp.onClose()).isDone();
+            qmp.close("a second close");
+            assertThat(qmp.closeReason()).isEqualTo("the test is over");
+        }
+    }
+
+    @Test
+    void lostFromQemusSideFailsWhatIsUnderWayAsAQmpFailureNotAsClosedByKiln() throws Exception {
+        try (Pair p = Pair.open()) {
+            Qmp qmp = handshake(p);
+            Duration never = Duration.ofMinutes(10);
+            var command = failureOf(() -> qmp.execute("query-status", null, never));
+            var wait = failureOf(() -> qmp.awaitEvent("SHUTDOWN", null, never));
+            hearCommands(p, 1);
+            assertThat(qmp.eventQueue().awaitWaiters(1, Duration.ofSeconds(10))).as("the wait is under way").isTrue();
+
+            p.fake().close();
+
+            assertThat(command.get(10, TimeUnit.SECONDS)).isInstanceOf(QmpException.class)
+                    .hasMessageContaining("QEMU closed the QMP connection");
+            assertThat(wait.get(10, TimeUnit.SECONDS)).isInstanceOf(KilnException.class)
+                    .isNotInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("SHUTDOWN").hasMessageContaining("QEMU closed the QMP connection");
+            assertThatThrownBy(() -> qmp.execute("query-status")).isInstanceOf(QmpException.class).hasMessageContaining("closed");
+            qmp.close("Kiln closes it too, later");
+            assertThat(qmp.closedByKiln()).isFalse();
+            assertThat(qmp.closeReason()).isEqualTo("QEMU closed the QMP connection");
+        }
+    }
+
+    /** Kiln closing a connection QEMU has hung up on already, before any reader noticed: it was lost. */
+    @Test
+    void aCloseAfterQemuHungUpCountsAsLost() throws Exception {
+        try (Pair p = Pair.open()) {
+            Qmp qmp = handshake(p);
+            p.fake().close();
+            qmp.close("QEMU exited");
+            assertThat(qmp.closedByKiln()).isFalse();
+            assertThat(qmp.closeReason()).isEqualTo("QEMU closed the QMP connection");
+            assertThatThrownBy(() -> qmp.execute("query-status")).isInstanceOf(QmpException.class)
+                    .hasMessageContaining("QEMU closed the QMP connection");
         }
     }
 
