@@ -2,7 +2,6 @@ package dev.kiln.qemu;
 
 import com.fasterxml.jackson.databind.JsonNode;
 
-import java.util.Iterator;
 import java.util.Map;
 
 /**
@@ -17,8 +16,7 @@ public final class EventMatch {
         if (match == null || match.isNull()) return true;
         if (match.isObject()) {
             if (event == null || !event.isObject()) return false;
-            for (Iterator<Map.Entry<String, JsonNode>> it = match.fields(); it.hasNext(); ) {
-                Map.Entry<String, JsonNode> e = it.next();
+            for (Map.Entry<String, JsonNode> e : match.properties()) {
                 if (!event.has(e.getKey())) return false;
                 if (!matches(event.get(e.getKey()), e.getValue())) return false;
             }

@@ -4,100 +4,41 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.Event;
-import dev.kiln.WaitTimeoutException;
 import dev.kiln.KilnException;
-import dev.kiln.support.Deadline;
 import dev.kiln.support.JsonFramer;
-import dev.kiln.support.ProtocolException;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.channels.ClosedSelectorException;
-import java.nio.channels.SelectionKey;
-import java.nio.channels.Selector;
 import java.nio.channels.SocketChannel;
 import java.time.Duration;
 import java.time.Instant;
-import java.util.ArrayDeque;
-import java.util.ArrayList;
-import java.util.Iterator;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
-import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.locks.Condition;
-import java.util.concurrent.locks.LockSupport;
-import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * A QMP client on a connected stream. Commands may be sent from any thread; replies go to their command in
  * the order sent (see {@link #call}), events are queued for {@link #events()} and {@link #awaitEvent}.
  *
- * <p>Who reads: a thread waiting for its reply reads the socket itself ("leader/follower"): it wakes once,
- * when the reply arrives, instead of waiting for a reader thread to wake it (a second wake-up, which doubled
- * the round trip). One caller leads at a time; others wait for their reply or for the lead. While no command
- * is in flight, a virtual thread reads events and notices the end of the connection; it stands aside while
- * callers read (it holds no platform thread: it waits in a selector, which parks virtual threads).
+ * <p>The parts: {@link QmpConnection} (the stream, who reads it, which reply is whose, the run state),
+ * {@link QmpEventQueue} (events not taken yet, and the waits for them), {@link QmpTranscript}.
  *
  * <p>Run states: {@code CONNECTING} (greeting and capabilities pending) → {@code RUNNING} → {@code CLOSED}.
- * Once closed, every pending and later command fails at once with the reason.
+ * Once closed, every pending and later command fails at once with the reason: closed by Kiln or lost from
+ * QEMU's side (end of stream, garbage, an I/O error), see {@link #close(String)}.
  */
 public final class Qmp implements AutoCloseable {
     public enum State { CONNECTING, RUNNING, CLOSED }
 
     public static final Duration DEFAULT_COMMAND_TIMEOUT = Duration.ofSeconds(30);
-    private static final int TRANSCRIPT_LINES = 2000;
-    /** How often the idle reader looks whether callers are done reading, when nobody tells it. */
-    private static final long IDLE_RECHECK_NANOS = TimeUnit.MILLISECONDS.toNanos(10);
+    /** How many events not taken yet are kept; beyond, the oldest are dropped (see {@link #droppedEvents()}). */
+    public static final int EVENT_QUEUE_CAPACITY = 1000;
 
-    private final String name;
-    private final SocketChannel channel;
-    private final AtomicLong ids = new AtomicLong();
-    /** Commands sent and not answered yet, in the order sent (guarded by itself; appended under the send lock). */
-    private final ArrayDeque<InFlight> inFlight = new ArrayDeque<>();
-    private final ReentrantLock lock = new ReentrantLock();
-    private final Condition eventArrived = lock.newCondition();
-    private final List<Event> events = new ArrayList<>();
-    private final ArrayDeque<String> transcript = new ArrayDeque<>();
-    private final CompletableFuture<ObjectNode> greeting = new CompletableFuture<>();
-    private final CompletableFuture<Void> closedFuture = new CompletableFuture<>();
-    private volatile State state = State.CONNECTING;
-    private volatile String closeReason;
-    private volatile boolean recordTranscript = true;
-    private volatile Thread idleReader;
-
-    // Reading. The framer and the read buffer belong to whoever holds readMutex (held only while draining what
-    // the socket has, never while waiting). A caller waiting for its reply waits in callerSelector, and only
-    // the one that leads (readLead) does. The idle reader waits in idleSelector while no caller is waiting.
-    private final ReentrantLock readMutex = new ReentrantLock();
-    private final JsonFramer framer = new JsonFramer(this::dispatch);
-    private final ByteBuffer readBuf = ByteBuffer.allocate(65536);
-    private final Selector callerSelector;
-    private final Selector idleSelector;
-    private final ReentrantLock leadLock = new ReentrantLock();
-    private final Condition leadChanged = leadLock.newCondition(); // lead freed, a reply delivered, callers gone
-    private int callers;            // guarded by leadLock: threads in call() waiting for a reply
-    private boolean readLead;       // guarded by leadLock: a caller waits in callerSelector
-    private int followers;          // guarded by leadLock: callers waiting for the lead or their reply
-    private boolean idleWaiting;    // guarded by leadLock: the idle reader waits for the callers to finish
+    private final QmpTranscript transcript = new QmpTranscript();
+    private final QmpEventQueue events;
+    private final QmpConnection connection;
 
     private Qmp(String name, SocketChannel channel) throws IOException {
-        this.name = name;
-        this.channel = channel;
-        Selector caller = null;
-        try {
-            channel.configureBlocking(false);
-            caller = Selector.open();
-            channel.register(caller, SelectionKey.OP_READ);
-            this.callerSelector = caller;
-            this.idleSelector = Selector.open();
-            channel.register(idleSelector, SelectionKey.OP_READ);
-        } catch (IOException | RuntimeException e) {
-            if (caller != null) caller.close();
-            throw e;
-        }
+        this.events = new QmpEventQueue(name, EVENT_QUEUE_CAPACITY);
+        this.connection = new QmpConnection(name, channel, transcript, events::add, events::close);
     }
 
     /** Starts reading, awaits the greeting and negotiates capabilities. Closes the channel on failure. */
@@ -113,43 +54,29 @@ public final class Qmp implements AutoCloseable {
             }
             throw new KilnException("cannot set up the QMP connection to " + name + ": " + e.getMessage(), e);
         }
-        try {
-            // This thread reads the greeting and the capabilities' reply itself (no hand-off between threads
-            // while launching); the idle reader starts once the connection is up.
-            qmp.awaitReply(qmp.greeting, Deadline.after(timeout));
-            qmp.greeting.get();
-            JsonNode caps = qmp.call("qmp_capabilities", null, timeout, true).get("error");
-            if (caps != null) throw new QmpException("qmp_capabilities", caps.path("class").asText("?"), caps.path("desc").asText(""), null);
-            qmp.state = State.RUNNING;
-            qmp.idleReader = Thread.ofVirtual().name("kiln-qmp-" + name).unstarted(qmp::idleReadLoop);
-            qmp.idleReader.start();
-            return qmp;
-        } catch (TimeoutException e) {
-            qmp.close("no QMP greeting within " + timeout);
-            throw new WaitTimeoutException("the QMP greeting from " + name, timeout, String.join("\n", qmp.transcript()));
-        } catch (ExecutionException e) {
-            qmp.close("handshake failed");
-            throw new KilnException("QMP handshake with " + name + " failed: " + e.getCause().getMessage(), e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            qmp.close("interrupted");
-            throw new KilnException("interrupted during the QMP handshake", e);
-        } catch (RuntimeException e) {
-            qmp.close("handshake failed");
-            throw e;
-        }
+        qmp.connection.handshake(timeout);
+        return qmp;
     }
 
-    public State state() { return state; }
+    public State state() { return connection.state(); }
 
     /** Why the connection closed, or null while open. */
-    public String closeReason() { return closeReason; }
+    public String closeReason() {
+        QmpClosure c = connection.closure();
+        return c == null ? null : c.reason();
+    }
+
+    /** Whether Kiln closed the connection ({@link #close(String)}), rather than lost it from QEMU's side. */
+    public boolean closedByKiln() {
+        QmpClosure c = connection.closure();
+        return c != null && c.byKiln();
+    }
 
     /** Completes when the connection has closed, for whatever reason. */
-    public CompletableFuture<Void> onClose() { return closedFuture; }
+    public CompletableFuture<Void> onClose() { return connection.onClose(); }
 
     /** QEMU's greeting, e.g. {@code {"QMP": {"version": …, "capabilities": […]}}}. */
-    public ObjectNode greeting() { return greeting.getNow(null); }
+    public ObjectNode greeting() { return connection.greeting(); }
 
     /** Runs a command and returns its {@code return} value; errors become {@link QmpException}. */
     public JsonNode execute(String command) {
@@ -169,347 +96,61 @@ public final class Qmp implements AutoCloseable {
         return response.get("return");
     }
 
-    /** A command sent: its id (null when sent without) and its reply. */
-    private record InFlight(String id, CompletableFuture<ObjectNode> reply) {}
-
     /**
-     * Runs a command and returns the whole response, error or not. The command goes without an "id"; see
-     * below.
+     * Runs a command and returns the whole response, error or not. Commands go without an "id" and QEMU
+     * answers them in the order sent (see {@link QmpConnection#call}).
      */
     public ObjectNode call(String command, ObjectNode arguments, Duration timeout) {
-        return call(command, arguments, timeout, false);
-    }
-
-    /**
-     * Commands go without an "id": QEMU reads its monitor a byte per main-loop turn, so every byte of a
-     * command costs it some microseconds (an id of a few characters made the round trip ~25 % slower), and
-     * without out-of-band execution (never negotiated here) QEMU answers commands one after the other in the
-     * order sent (QMP specification, "Out-of-band execution"). Replies therefore go to the oldest command in
-     * flight; one that carries an id must carry that command's. The handshake carries an id, once.
-     */
-    private ObjectNode call(String command, ObjectNode arguments, Duration timeout, boolean withId) {
-        if (state == State.CLOSED) throw new QmpException(command, "QMP connection is closed (" + closeReason + ")", null);
-        Deadline deadline = Deadline.after(timeout);
-        ObjectNode msg = JsonNodeFactory.instance.objectNode();
-        msg.put("execute", command);
-        if (arguments != null && !arguments.isEmpty()) msg.set("arguments", arguments);
-        String id = null;
-        if (withId) msg.put("id", id = Long.toString(ids.incrementAndGet()));
-        CompletableFuture<ObjectNode> reply = new CompletableFuture<>();
-        callerArrives();
-        try {
-            send(msg, new InFlight(id, reply), deadline);
-            awaitReply(reply, deadline);
-            return reply.get();
-        } catch (TimeoutException e) {
-            throw new QmpException(command, "no reply within " + timeout, e);
-        } catch (ExecutionException e) {
-            throw new QmpException(command, e.getCause().getMessage(), e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new QmpException(command, "interrupted", e);
-        } catch (IOException e) {
-            close("write failed: " + e.getMessage());
-            throw new QmpException(command, "cannot write to QMP: " + e.getMessage(), e);
-        } finally {
-            // A command that timed out stays in flight: its late reply must not be taken for the next one's.
-            callerLeaves();
-        }
-    }
-
-    /** Queues the command as in flight and writes it, both under the send lock: the queue is in sending order. */
-    private void send(ObjectNode msg, InFlight entry, Deadline deadline) throws IOException, TimeoutException {
-        byte[] bytes = JsonFramer.toBytes(msg);
-        record("→ ", msg);
-        ByteBuffer buf = ByteBuffer.wrap(bytes);
-        synchronized (channel) {
-            if (state == State.CLOSED) throw new IOException("QMP connection closed (" + closeReason + ")");
-            synchronized (inFlight) {
-                inFlight.addLast(entry);
-            }
-            while (buf.hasRemaining()) {
-                if (channel.write(buf) == 0) {
-                    // QEMU is not reading: the socket's buffer is full (non-blocking channel). Rare; back off.
-                    if (deadline.expired()) {
-                        // part of a command is on the wire: the stream cannot be used any more
-                        close("QEMU did not read a command within its timeout");
-                        throw new TimeoutException("QEMU did not read the command");
-                    }
-                    if (state == State.CLOSED) throw new IOException("QMP connection closed (" + closeReason + ")");
-                    LockSupport.parkNanos(TimeUnit.MICROSECONDS.toNanos(200));
-                }
-            }
-        }
-    }
-
-    private void callerArrives() {
-        leadLock.lock();
-        try {
-            callers++;
-        } finally {
-            leadLock.unlock();
-        }
-    }
-
-    private void callerLeaves() {
-        leadLock.lock();
-        try {
-            callers--; // the idle reader looks again by itself (IDLE_RECHECK): waking it per command cost CPU
-        } finally {
-            leadLock.unlock();
-        }
-    }
-
-    /** Has the idle reader look at the socket now rather than at its next recheck. */
-    private void wakeIdleReader() {
-        leadLock.lock();
-        try {
-            if (idleWaiting) leadChanged.signalAll();
-        } finally {
-            leadLock.unlock();
-        }
-    }
-
-    /**
-     * Waits until {@code reply} is complete, reading the socket on this thread when no other caller does.
-     * Throws TimeoutException at the deadline; InterruptedException when interrupted (before a read: an
-     * interrupted thread's read would close the channel).
-     */
-    private void awaitReply(CompletableFuture<ObjectNode> reply, Deadline deadline) throws TimeoutException, InterruptedException {
-        while (!reply.isDone()) {
-            if (!takeLead(reply, deadline)) continue; // our reply came in while we waited, or try again
-            try {
-                while (!reply.isDone()) {
-                    if (state == State.CLOSED) {
-                        // closed after this command was queued: nobody else will fail it
-                        reply.completeExceptionally(new KilnException("QMP connection closed: " + closeReason));
-                        return;
-                    }
-                    if (Thread.interrupted()) throw new InterruptedException();
-                    drain();
-                    if (reply.isDone()) break;
-                    long left = deadline.remainingNanos();
-                    if (left <= 0) throw new TimeoutException();
-                    try {
-                        // wakes when QEMU writes, at the deadline, on interrupt, or when the connection closes
-                        callerSelector.select(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left + 999_999)));
-                        callerSelector.selectedKeys().clear();
-                    } catch (ClosedSelectorException e) {
-                        continue; // closed: the loop fails the reply
-                    } catch (IOException e) {
-                        close("QMP wait failed: " + e.getMessage());
-                    }
-                }
-            } finally {
-                releaseLead();
-            }
-        }
-    }
-
-    /** Becomes the reading caller; false if the reply completed meanwhile. Fails at the deadline. */
-    private boolean takeLead(CompletableFuture<ObjectNode> reply, Deadline deadline) throws TimeoutException, InterruptedException {
-        leadLock.lock();
-        try {
-            followers++;
-            try {
-                while (readLead && !reply.isDone()) {
-                    long left = deadline.remainingNanos();
-                    if (left <= 0) throw new TimeoutException();
-                    leadChanged.awaitNanos(left);
-                }
-            } finally {
-                followers--;
-            }
-            if (reply.isDone()) return false;
-            readLead = true;
-            return true;
-        } finally {
-            leadLock.unlock();
-        }
-    }
-
-    private void releaseLead() {
-        leadLock.lock();
-        try {
-            readLead = false;
-            if (followers > 0) leadChanged.signalAll();
-        } finally {
-            leadLock.unlock();
-        }
-    }
-
-    /**
-     * Reads and dispatches all the socket has now, without waiting; closes the connection at its end, on
-     * garbage or on a read error. Several threads may call it; one reads at a time.
-     */
-    private void drain() {
-        String reason = null;
-        readMutex.lock();
-        try {
-            while (state != State.CLOSED) {
-                readBuf.clear();
-                int n = channel.read(readBuf);
-                if (n == 0) break;
-                if (n < 0) {
-                    reason = framer.pending() > 0 ? "QEMU closed the QMP connection in the middle of a message"
-                            : "QEMU closed the QMP connection";
-                    break;
-                }
-                readBuf.flip();
-                framer.feed(readBuf);
-            }
-        } catch (ProtocolException e) {
-            reason = "garbage on the QMP socket: " + e.getMessage();
-        } catch (IOException e) {
-            reason = "QMP read failed: " + e.getMessage();
-        } finally {
-            readMutex.unlock();
-        }
-        if (reason != null) close(reason);
-    }
-
-    /** Reads while no caller does: events, and the end of the connection. */
-    private void idleReadLoop() {
-        try {
-            while (state != State.CLOSED) {
-                leadLock.lock();
-                try {
-                    idleWaiting = true;
-                    // Callers read for themselves. Not told when they are done (that was a wake-up per
-                    // command); looks again a little later, or when someone awaits an event.
-                    while (callers > 0 && state != State.CLOSED) leadChanged.awaitNanos(IDLE_RECHECK_NANOS);
-                } finally {
-                    idleWaiting = false;
-                    leadLock.unlock();
-                }
-                if (state == State.CLOSED) break;
-                // A caller may start now and read in parallel: drain() lets one read at a time.
-                idleSelector.select();
-                idleSelector.selectedKeys().clear();
-                if (!hasCallers()) drain(); // else the callers read it
-            }
-        } catch (ClosedSelectorException e) {
-            // closed
-        } catch (InterruptedException e) {
-            close("QMP reader interrupted");
-        } catch (IOException e) {
-            close("QMP wait failed: " + e.getMessage());
-        } finally {
-            closeQuietly(idleSelector);
-        }
-    }
-
-    private boolean hasCallers() {
-        leadLock.lock();
-        try {
-            return callers > 0;
-        } finally {
-            leadLock.unlock();
-        }
-    }
-
-    /** Queues an event as if QEMU had sent it: for what Kiln itself notices about the VM (a panic on the console). */
-    void post(Event event) {
-        lock.lock();
-        try {
-            events.add(event);
-            eventArrived.signalAll();
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    private void dispatch(ObjectNode msg) {
-        record("← ", msg);
-        if (msg.has("QMP")) {
-            greeting.complete(msg);
-        } else if (msg.has("event")) {
-            JsonNode ts = msg.path("timestamp");
-            Instant when = Instant.ofEpochSecond(ts.path("seconds").asLong(), ts.path("microseconds").asLong() * 1000);
-            JsonNode data = msg.has("data") ? msg.get("data") : JsonNodeFactory.instance.objectNode();
-            post(new Event(msg.path("event").asText(), data, when, msg));
-        } else if (msg.has("return") || msg.has("error")) {
-            InFlight oldest;
-            synchronized (inFlight) {
-                oldest = inFlight.pollFirst();
-            }
-            JsonNode id = msg.get("id");
-            if (oldest == null) throw new ProtocolException("a QMP reply with no command in flight: " + msg);
-            if (id != null && !id.asText().equals(oldest.id())) {
-                throw new ProtocolException("a QMP reply out of order (expected id " + oldest.id() + "): " + msg);
-            }
-            oldest.reply().complete(msg); // an error without an id too: QEMU could not parse this command
-            // the idle reader took a reply a caller was about to read: wake that caller from its select
-            if (Thread.currentThread() == idleReader) callerSelector.wakeup();
-            wakeFollowers();
-        } else {
-            throw new ProtocolException("unexpected QMP message: " + msg);
-        }
-    }
-
-    /** Tells callers waiting for the lead that a reply came in (maybe theirs). */
-    private void wakeFollowers() {
-        leadLock.lock();
-        try {
-            if (followers > 0) leadChanged.signalAll();
-        } finally {
-            leadLock.unlock();
-        }
-    }
-
-    private static void closeQuietly(Selector selector) {
-        try {
-            selector.close();
-        } catch (IOException ignored) {
-            // closing anyway
-        }
-    }
-
-    private void record(String dir, ObjectNode msg) {
-        if (!recordTranscript) return;
-        String line = dir + msg;
-        synchronized (transcript) {
-            if (transcript.size() == TRANSCRIPT_LINES) transcript.removeFirst();
-            transcript.addLast(line);
-        }
+        return connection.call(command, arguments, timeout, false);
     }
 
     /** The last QMP messages both ways ({@code →} sent, {@code ←} received), for diagnostics. */
-    public List<String> transcript() {
-        synchronized (transcript) {
-            return List.copyOf(transcript);
-        }
-    }
+    public List<String> transcript() { return transcript.lines(); }
 
     /** Turns the transcript on or off (it costs a string per message). */
-    public void recordTranscript(boolean on) { recordTranscript = on; }
+    public void recordTranscript(boolean on) { transcript.recording(on); }
+
+    /**
+     * Queues an event message as if QEMU had sent it: for what Kiln itself notices about the VM (a panic on the
+     * console). Stamped now, as QEMU stamps its own, unless it carries a timestamp.
+     */
+    void post(ObjectNode message) {
+        if (!message.has("timestamp")) {
+            Instant now = Instant.now();
+            message.set("timestamp", JsonNodeFactory.instance.objectNode()
+                    .put("seconds", now.getEpochSecond()).put("microseconds", now.getNano() / 1000));
+        }
+        events.add(message);
+    }
 
     /** Returns the queued events and clears the queue. */
-    public List<Event> events() {
-        lock.lock();
-        try {
-            List<Event> out = List.copyOf(events);
-            events.clear();
-            return out;
-        } finally {
-            lock.unlock();
-        }
-    }
+    public List<Event> events() { return events.takeAll(); }
 
     /** The queued events, left in the queue. */
-    public List<Event> peekEvents() {
-        lock.lock();
-        try {
-            return List.copyOf(events);
-        } finally {
-            lock.unlock();
-        }
-    }
+    public List<Event> peekEvents() { return events.peek(); }
 
-    /** A named event and an optional partial match (see {@link EventMatch}). */
+    /**
+     * How many events were dropped unread because {@value #EVENT_QUEUE_CAPACITY} newer ones were queued (oldest
+     * first). An event that a wait under way matches is never dropped: it goes to that wait.
+     */
+    public long droppedEvents() { return events.dropped(); }
+
+    /** The event queue, for tests that need a wait to be under way. */
+    QmpEventQueue eventQueue() { return events; }
+
+    /** A named event and an optional partial match of its whole message (see {@link EventMatch}). */
     public record EventFilter(String name, JsonNode match) {
         public boolean test(Event e) {
-            return e.name().equals(name) && EventMatch.matches(e.raw(), match);
+            if (!e.name().equals(name)) return false;
+            try {
+                return EventMatch.matches(JsonFramer.JSON.readTree(e.json()), match);
+            } catch (IOException x) {
+                throw new IllegalArgumentException("the event's JSON does not parse: " + e.json(), x);
+            }
+        }
+
+        boolean test(ObjectNode message) {
+            return name.equals(message.path("event").asText()) && EventMatch.matches(message, match);
         }
     }
 
@@ -523,86 +164,25 @@ public final class Qmp implements AutoCloseable {
      * it. Events that do not match stay queued. Fails at once if the connection closes first.
      */
     public Event awaitAnyEvent(List<EventFilter> filters, Duration timeout) {
-        Deadline deadline = Deadline.after(timeout);
-        wakeIdleReader();
-        lock.lock();
-        try {
-            while (true) {
-                for (Iterator<Event> it = events.iterator(); it.hasNext(); ) {
-                    Event e = it.next();
-                    for (EventFilter f : filters) {
-                        if (f.test(e)) {
-                            it.remove();
-                            return e;
-                        }
-                    }
-                }
-                if (state == State.CLOSED) {
-                    throw new KilnException("QMP connection to " + name + " closed (" + closeReason
-                            + ") while waiting for " + describe(filters));
-                }
-                long left = deadline.remainingNanos();
-                if (left <= 0) {
-                    throw new WaitTimeoutException("QMP event " + describe(filters), timeout,
-                            "queued events: " + events);
-                }
-                eventArrived.awaitNanos(left);
-            }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new KilnException("interrupted while waiting for " + describe(filters), e);
-        } finally {
-            lock.unlock();
-        }
+        connection.wakeIdleReader();
+        return events.await(filters, timeout);
     }
 
-    private static String describe(List<EventFilter> filters) {
-        StringBuilder b = new StringBuilder();
-        for (EventFilter f : filters) {
-            if (!b.isEmpty()) b.append(" or ");
-            b.append(f.name());
-            if (f.match() != null && !f.match().isNull()) b.append(' ').append(f.match());
-        }
-        return b.toString();
-    }
-
+    /** {@link #close(String)} with the reason "closed by Kiln". */
     @Override
     public void close() {
         close("closed by Kiln");
     }
 
-    private void close(String reason) {
-        lock.lock();
-        try {
-            if (state == State.CLOSED) return;
-            closeReason = reason;
-            state = State.CLOSED;
-            eventArrived.signalAll();
-        } finally {
-            lock.unlock();
-        }
-        KilnException why = new KilnException("QMP connection closed: " + reason);
-        greeting.completeExceptionally(why);
-        synchronized (inFlight) {
-            inFlight.forEach(f -> f.reply().completeExceptionally(why));
-            inFlight.clear();
-        }
-        // wake whoever waits: the leading caller and the idle reader in their selectors, the others on the lock
-        callerSelector.wakeup();
-        idleSelector.wakeup();
-        leadLock.lock();
-        try {
-            leadChanged.signalAll();
-        } finally {
-            leadLock.unlock();
-        }
-        try {
-            channel.close();
-        } catch (IOException ignored) {
-            // closing anyway
-        }
-        closeQuietly(callerSelector);
-        closeQuietly(idleSelector);
-        closedFuture.complete(null);
+    /**
+     * Closes the connection, once (a later close keeps the first reason). Commands in flight and later ones,
+     * and event waits under way and later ones, fail at once with {@link dev.kiln.MachineClosedException}
+     * carrying {@code reason}. A connection lost from QEMU's side fails them with {@link QmpException} (commands)
+     * or {@link KilnException} (waits) instead, and so does a connection QEMU had hung up on before this close.
+     * Events queued before the close can still be taken.
+     */
+    public void close(String reason) {
+        connection.readPending(); // QEMU may have hung up first: then the connection was lost, not closed
+        connection.close(QmpClosure.byKiln(reason));
     }
 }

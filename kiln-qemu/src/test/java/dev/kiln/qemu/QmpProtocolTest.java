@@ -1,6 +1,8 @@
 package dev.kiln.qemu;
 
+import dev.kiln.Event;
 import dev.kiln.KilnException;
+import dev.kiln.MachineClosedException;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
@@ -9,6 +11,9 @@ import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -35,7 +40,9 @@ class QmpProtocolTest {
         }
 
         void say(String s) throws IOException {
-            fake.write(ByteBuffer.wrap(s.getBytes(StandardCharsets.UTF_8)));
+            // one write may take only part: the JDK makes a socket non-blocking once a virtual thread used it
+            ByteBuffer b = ByteBuffer.wrap(s.getBytes(StandardCharsets.UTF_8));
+            while (b.hasRemaining()) fake.write(b);
         }
 
         String hear() throws IOException {
@@ -66,6 +73,159 @@ class QmpProtocolTest {
         Qmp qmp = Qmp.connect("fake", p.kiln(), Duration.ofSeconds(5));
         t.join();
         return qmp;
+    }
+
+    private static String event(String name, int n) {
+        return "{\"event\": \"" + name + "\", \"data\": {\"n\": " + n + "}, \"timestamp\": {\"seconds\": 1, \"microseconds\": " + n + "}}\r\n";
+    }
+
+    /** Answers the next command with an empty return, on a background thread. */
+    private static Thread answerNextCommand(Pair p) {
+        return Thread.ofVirtual().start(() -> {
+            try {
+                p.hear();
+                p.say("{\"return\": {}}\r\n");
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+    }
+
+    /**
+     * A flood no real QEMU sends on demand: thousands of events at once, more than the queue holds, with the
+     * one a wait wants in the middle. The wait gets it although the queue overflows after it arrived.
+     */
+    @Test
+    void aWaitGetsItsEventWhileAFloodOverflowsTheQueue() throws Exception {
+        try (Pair p = Pair.open()) {
+            Qmp qmp = handshake(p);
+            int before = Qmp.EVENT_QUEUE_CAPACITY + 500;
+            int after = Qmp.EVENT_QUEUE_CAPACITY + 500;
+            CompletableFuture<Event> got = new CompletableFuture<>();
+            Thread waiter = Thread.ofVirtual().start(() -> {
+                try {
+                    got.complete(qmp.awaitEvent("TARGET", null, Duration.ofSeconds(30)));
+                } catch (Throwable t) {
+                    got.completeExceptionally(t);
+                }
+            });
+            assertThat(qmp.eventQueue().awaitWaiters(1, Duration.ofSeconds(10))).as("the wait is under way").isTrue();
+
+            StringBuilder flood = new StringBuilder();
+            for (int i = 0; i < before; i++) flood.append(event("NOISE", i));
+            flood.append(event("TARGET", before));
+            for (int i = 0; i < after; i++) flood.append(event("NOISE", before + 1 + i));
+            p.say(flood.toString());
+
+            Event target = got.get(10, TimeUnit.SECONDS);
+            assertThat(target.name()).isEqualTo("TARGET");
+            assertThat(target.data()).containsEntry("n", (long) before);
+            waiter.join();
+
+            // a reply after the flood: once it is in, every event before it is too
+            Thread answer = answerNextCommand(p);
+            qmp.execute("query-status", null, Duration.ofSeconds(10));
+            answer.join();
+            List<Event> queued = qmp.peekEvents();
+            assertThat(queued).hasSize(Qmp.EVENT_QUEUE_CAPACITY).allMatch(e -> e.name().equals("NOISE"));
+            assertThat(queued.getLast().data()).containsEntry("n", (long) before + after);
+            assertThat(qmp.droppedEvents()).isEqualTo(before + after - Qmp.EVENT_QUEUE_CAPACITY);
+            qmp.close();
+        }
+    }
+
+    /** Reads what Kiln sends until {@code n} commands have come: they are in flight then. */
+    private static void hearCommands(Pair p, int n) throws IOException {
+        StringBuilder heard = new StringBuilder();
+        while (heard.toString().split("\"execute\"", -1).length - 1 < n) heard.append(p.hear());
+    }
+
+    /** Runs {@code action} on a thread of its own; completes with what it threw, or fails if it returned. */
+    private static CompletableFuture<Throwable> failureOf(Runnable action) {
+        CompletableFuture<Throwable> failure = new CompletableFuture<>();
+        Thread.ofVirtual().start(() -> {
+            try {
+                action.run();
+                failure.completeExceptionally(new AssertionError("returned instead of failing"));
+            } catch (Throwable t) {
+                failure.complete(t);
+            }
+        });
+        return failure;
+    }
+
+    /**
+     * A peer that never answers, so that commands stay in flight (one reading, one waiting for the lead) and a
+     * wait stays under way until Kiln closes the connection. Their own timeouts are ten minutes: they fail
+     * within the test's seconds only because of the close.
+     */
+    @Test
+    void closedByKilnFailsWhatIsUnderWayAndWhatComesLaterWithMachineClosed() throws Exception {
+        try (Pair p = Pair.open()) {
+            Qmp qmp = handshake(p);
+            Duration never = Duration.ofMinutes(10);
+            var first = failureOf(() -> qmp.execute("query-status", null, never));
+            var second = failureOf(() -> qmp.execute("query-name", null, never));
+            var wait = failureOf(() -> qmp.awaitEvent("SHUTDOWN", null, never));
+            hearCommands(p, 2);
+            assertThat(qmp.eventQueue().awaitWaiters(1, Duration.ofSeconds(10))).as("the wait is under way").isTrue();
+
+            qmp.close("the test is over");
+
+            assertThat(first.get(10, TimeUnit.SECONDS)).isInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("query-status").hasMessageContaining("the test is over");
+            assertThat(second.get(10, TimeUnit.SECONDS)).isInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("query-name").hasMessageContaining("the test is over");
+            assertThat(wait.get(10, TimeUnit.SECONDS)).isInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("SHUTDOWN").hasMessageContaining("the test is over");
+            assertThatThrownBy(() -> qmp.execute("query-status", null, never))
+                    .isInstanceOf(MachineClosedException.class).hasMessageContaining("the test is over");
+            assertThatThrownBy(() -> qmp.awaitEvent("SHUTDOWN", null, never))
+                    .isInstanceOf(MachineClosedException.class).hasMessageContaining("the test is over");
+            assertThat(qmp.state()).isEqualTo(Qmp.State.CLOSED);
+            assertThat(qmp.closedByKiln()).isTrue();
+            assertThat(qmp.onClose()).isDone();
+            qmp.close("a second close");
+            assertThat(qmp.closeReason()).isEqualTo("the test is over");
+        }
+    }
+
+    @Test
+    void lostFromQemusSideFailsWhatIsUnderWayAsAQmpFailureNotAsClosedByKiln() throws Exception {
+        try (Pair p = Pair.open()) {
+            Qmp qmp = handshake(p);
+            Duration never = Duration.ofMinutes(10);
+            var command = failureOf(() -> qmp.execute("query-status", null, never));
+            var wait = failureOf(() -> qmp.awaitEvent("SHUTDOWN", null, never));
+            hearCommands(p, 1);
+            assertThat(qmp.eventQueue().awaitWaiters(1, Duration.ofSeconds(10))).as("the wait is under way").isTrue();
+
+            p.fake().close();
+
+            assertThat(command.get(10, TimeUnit.SECONDS)).isInstanceOf(QmpException.class)
+                    .hasMessageContaining("QEMU closed the QMP connection");
+            assertThat(wait.get(10, TimeUnit.SECONDS)).isInstanceOf(KilnException.class)
+                    .isNotInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("SHUTDOWN").hasMessageContaining("QEMU closed the QMP connection");
+            assertThatThrownBy(() -> qmp.execute("query-status")).isInstanceOf(QmpException.class).hasMessageContaining("closed");
+            qmp.close("Kiln closes it too, later");
+            assertThat(qmp.closedByKiln()).isFalse();
+            assertThat(qmp.closeReason()).isEqualTo("QEMU closed the QMP connection");
+        }
+    }
+
+    /** Kiln closing a connection QEMU has hung up on already, before any reader noticed: it was lost. */
+    @Test
+    void aCloseAfterQemuHungUpCountsAsLost() throws Exception {
+        try (Pair p = Pair.open()) {
+            Qmp qmp = handshake(p);
+            p.fake().close();
+            qmp.close("QEMU exited");
+            assertThat(qmp.closedByKiln()).isFalse();
+            assertThat(qmp.closeReason()).isEqualTo("QEMU closed the QMP connection");
+            assertThatThrownBy(() -> qmp.execute("query-status")).isInstanceOf(QmpException.class)
+                    .hasMessageContaining("QEMU closed the QMP connection");
+        }
     }
 
     @Test

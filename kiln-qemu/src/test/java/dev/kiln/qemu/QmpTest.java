@@ -6,6 +6,7 @@ import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
 import dev.kiln.MachineClosedException;
 import dev.kiln.MachineState;
+import dev.kiln.WaitTimeoutException;
 import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
 import org.junit.jupiter.api.AfterAll;
@@ -14,6 +15,7 @@ import org.junit.jupiter.api.Test;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -75,6 +77,50 @@ class QmpTest {
             assertThat(stop.name()).isEqualTo("STOP");
             assertThat(vm.events()).extracting(Event::name).contains("RESUME", "STOP");
             assertThat(vm.events()).isEmpty();
+        }
+    }
+
+    @Test
+    void eventDataArePlainJavaValues() {
+        try (QemuMachine vm = paused()) {
+            vm.command("system_reset");
+            Event reset = vm.awaitEvent("RESET", JsonMatch.of("{\"data\": {\"guest\": false}}"), Duration.ofSeconds(10));
+            assertThat(reset.data()).containsEntry("guest", false).containsKey("reason");
+            assertThat(reset.text("reason")).startsWith("host-qmp");
+            assertThat(reset.json()).contains("\"event\":\"RESET\"").contains("\"timestamp\"");
+            assertThatThrownBy(() -> reset.data().put("guest", true)).isInstanceOf(UnsupportedOperationException.class);
+        }
+    }
+
+    @Test
+    void unreadEventsAreBoundedOldestDroppedAndCounted() {
+        try (QemuMachine vm = paused()) {
+            Qmp qmp = vm.qmp();
+            // STOP and RESUME: one each per command, not rate-limited by QEMU (unlike RTC_CHANGE, VSERPORT_CHANGE…)
+            int pairs = Qmp.EVENT_QUEUE_CAPACITY / 2 + 100;
+            for (int i = 0; i < pairs; i++) {
+                qmp.execute("cont");
+                qmp.execute("stop");
+            }
+            // QEMU sends a command's events before its reply: all of them are in once the last reply is
+            List<Event> queued = qmp.peekEvents();
+            assertThat(queued).hasSize(Qmp.EVENT_QUEUE_CAPACITY);
+            assertThat(qmp.droppedEvents()).isEqualTo(2L * pairs - Qmp.EVENT_QUEUE_CAPACITY);
+            // the newest stay, in order: RESUME, STOP, … the last STOP
+            assertThat(queued.getFirst().name()).isEqualTo("RESUME");
+            assertThat(queued.getLast().name()).isEqualTo("STOP");
+            for (int i = 1; i < queued.size(); i++) {
+                assertThat(queued.get(i).name()).isNotEqualTo(queued.get(i - 1).name());
+                assertThat(queued.get(i).timestamp()).isAfterOrEqualTo(queued.get(i - 1).timestamp());
+            }
+            // a wait that times out says what it saw, the drops included
+            assertThatThrownBy(() -> qmp.awaitEvent("SHUTDOWN", null, Duration.ofMillis(100)))
+                    .isInstanceOf(WaitTimeoutException.class)
+                    .hasMessageContaining("SHUTDOWN")
+                    .hasMessageContaining("\"event\":\"STOP\"")
+                    .hasMessageContaining((2L * pairs - Qmp.EVENT_QUEUE_CAPACITY) + " older ones dropped");
+            assertThat(qmp.events()).hasSize(Qmp.EVENT_QUEUE_CAPACITY);
+            assertThat(qmp.peekEvents()).isEmpty();
         }
     }
 
