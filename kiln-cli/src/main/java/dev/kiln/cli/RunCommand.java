@@ -1,8 +1,13 @@
 package dev.kiln.cli;
 
+import dev.kiln.Backend;
 import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.GuestImage;
+import dev.kiln.Kiln;
+import dev.kiln.Machine;
+import dev.kiln.MachineSpec;
+import dev.kiln.StartTimings;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.qemu.Accelerator;
 import dev.kiln.qemu.QemuMachine;
@@ -13,8 +18,11 @@ import picocli.CommandLine.Parameters;
 import java.io.PrintStream;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 
 /** {@code kiln run -- CMD...}: boot a guest, run CMD in it, print its output and a timing breakdown. */
@@ -22,13 +30,19 @@ import java.util.concurrent.Callable;
         description = "Boots a guest (the default image unless --kernel is given), runs CMD in it, prints its "
                 + "output, exits with its exit code and prints a timing breakdown on stderr.")
 final class RunCommand implements Callable<Integer> {
+    /** Set by the launcher: when it started, and when it handed over to the JVM (epoch nanoseconds). */
+    static final String LAUNCH_PROPERTY = "kiln.launch.epochNanos", EXEC_PROPERTY = "kiln.exec.epochNanos";
+
+    @Option(names = "--backend", description = "qemu or firecracker (default: $KILN_BACKEND, else qemu)")
+    String backend;
+
     @Option(names = "--memory", description = "guest memory in MiB (default ${DEFAULT-VALUE})", defaultValue = "256")
     int memoryMib;
 
     @Option(names = "--cpus", description = "virtual CPUs (default ${DEFAULT-VALUE})", defaultValue = "1")
     int cpus;
 
-    @Option(names = "--accel", description = "auto, kvm or tcg (default: $KILN_ACCEL or auto)")
+    @Option(names = "--accel", description = "QEMU: auto, kvm or tcg (default: $KILN_ACCEL or auto)")
     String accel;
 
     @Option(names = "--kernel", description = "boot this kernel instead of the default image's")
@@ -53,50 +67,78 @@ final class RunCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         PrintStream err = System.err;
-        Duration timeout = Duration.ofSeconds(timeoutSeconds);
+        Instant mainAt = Instant.now();
         long t0 = System.nanoTime();
-        // start-up until here (launcher and JVM), from the process start time (10 ms resolution)
-        long jvmMs = ProcessHandle.current().info().startInstant()
-                .map(i -> java.time.Duration.between(i, java.time.Instant.now()).toMillis()).orElse(-1L);
+        Duration timeout = Duration.ofSeconds(timeoutSeconds);
+        Backend chosen = backend != null ? Backend.parse(backend) : Backend.fromEnvironment();
+        if (accel != null && chosen != Backend.QEMU) throw new IllegalArgumentException("--accel is QEMU's; this run is on " + chosen.displayName());
+        Accelerator accelerator = accel != null ? Accelerator.parse(accel) : null;
         GuestImage image;
         if (kernel != null) {
             image = new GuestImage(kernel, initrd, "", null, false, kernel.toString());
         } else {
             if (initrd != null) throw new IllegalArgumentException("--initrd needs --kernel");
-            image = DefaultImage.get(line -> err.println(line));
+            image = DefaultImage.get(err::println);
         }
-        long tImage = System.nanoTime();
-        QemuMachine.Builder b = QemuMachine.builder().image(image).memoryMib(memoryMib).cpus(cpus)
-                .launchTimeout(timeout);
-        if (accel != null) b.accelerator(Accelerator.parse(accel));
-        if (append != null) b.append(append);
-        QemuMachine vm = b.build();
+        MachineSpec spec = MachineSpec.builder().backend(chosen).image(image).memoryMib(memoryMib).cpus(cpus)
+                .kernelArgs(append != null ? append : "").launchTimeout(timeout).readyTimeout(timeout).build();
+        if (accelerator != null) spec = QemuMachine.builder().from(spec).accelerator(accelerator).spec();
+        Machine vm = Kiln.create(spec);
         int exitCode;
-        long tSpawned, tQmp, tGuest, tExec, tDown;
         try (vm) {
+            long tStart = System.nanoTime();
             vm.start();
-            long started = System.nanoTime();
-            tSpawned = tImage + vm.timings().spawnNanos;
-            tQmp = tImage + vm.timings().qmpReadyNanos;
-            vm.guest().awaitReady(timeout);
-            tGuest = System.nanoTime();
+            long tReady = System.nanoTime();
             ExecResult r = vm.guest().exec(ExecRequest.of(command).timeout(timeout).build());
-            tExec = System.nanoTime();
+            long tExec = System.nanoTime();
             System.out.write(r.stdout(), 0, r.stdout().length);
             System.out.flush();
             err.write(r.stderr(), 0, r.stderr().length);
             err.flush();
             exitCode = r.exitCode();
             vm.shutdown(Duration.ofSeconds(10));
-            tDown = System.nanoTime();
+            long tDown = System.nanoTime();
             if (!noTimings) {
-                err.printf("kiln: %s on %s, %d MiB, %d vCPU%n", vm.accelerator(), image.description(), memoryMib, cpus);
-                err.printf("kiln: startup %s | image %s | spawn %s | QMP ready %s | guest ready %s | exec %s | shutdown %s | total %s%n",
-                        jvmMs < 0 ? "?" : jvmMs + " ms", ms(tImage - t0), ms(tSpawned - tImage), ms(tQmp - tSpawned),
-                        ms(tGuest - Math.max(tQmp, started)), ms(tExec - tGuest), ms(tDown - tExec), ms(tDown - t0));
+                err.printf("kiln: %s on %s, %d MiB, %d vCPU%n", describeVmm(vm), image.description(), memoryMib, cpus);
+                err.println("kiln: " + breakdown(mainAt, t0, tStart, vm.startTimings(), tReady, tExec, tDown));
             }
         }
         return exitCode;
+    }
+
+    private static String describeVmm(Machine vm) {
+        return vm instanceof QemuMachine q ? q.accelerator().toString() : vm.backend().displayName() + " (kvm)";
+    }
+
+    /**
+     * The phases from the launcher's start to the end, each the difference of two consecutive instants, so that they
+     * add up to the total: setup (the launcher's build or AOT preparation, when it had any), JVM start, image, spawn,
+     * VMM up, guest ready, exec, shutdown.
+     */
+    static String breakdown(Instant mainAt, long t0, long tStart, StartTimings start, long tReady, long tExec, long tDown) {
+        Map<String, Long> phases = new LinkedHashMap<>();
+        Long launch = Long.getLong(LAUNCH_PROPERTY), exec = Long.getLong(EXEC_PROPERTY);
+        long mainEpoch = mainAt.getEpochSecond() * 1_000_000_000L + mainAt.getNano();
+        long jvmFrom = mainEpoch;
+        if (exec != null) {
+            if (launch != null && exec - launch > 0) phases.put("setup", exec - launch);
+            jvmFrom = exec;
+        } else if (launch != null) {
+            jvmFrom = launch;
+        }
+        phases.put("JVM start", Math.max(0, mainEpoch - jvmFrom));
+        phases.put("image", tStart - t0);
+        long spawned = tStart + start.spawnedAfter().orElseThrow().toNanos();
+        long up = tStart + start.vmmUpAfter().orElseThrow().toNanos();
+        phases.put("spawn", spawned - tStart);
+        phases.put("VMM up", up - spawned);
+        phases.put("guest ready", tReady - up);
+        phases.put("exec", tExec - tReady);
+        phases.put("shutdown", tDown - tExec);
+        long total = phases.values().stream().mapToLong(Long::longValue).sum();
+        StringBuilder b = new StringBuilder();
+        phases.forEach((name, nanos) -> b.append(name).append(' ').append(ms(nanos)).append(" | "));
+        return b.append("total ").append(ms(total)).toString();
     }
 
     private static String ms(long nanos) {

@@ -1,7 +1,9 @@
 package dev.kiln.junit;
 
 import dev.kiln.KilnException;
+import dev.kiln.Machine;
 import dev.kiln.qemu.QemuMachine;
+import dev.kiln.vmm.VmmMachine;
 import org.junit.jupiter.api.extension.ExtensionContext;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -117,13 +119,15 @@ final class Evidence {
     }
 
     private static void writeMachine(Path vmDir, ManagedVm vm) throws IOException {
-        QemuMachine m = vm.machine();
+        Machine m = vm.machine();
         Files.createDirectories(vmDir);
         writeText(vmDir.resolve("console.txt"), () -> m.console().transcript());
         writeText(vmDir.resolve("vmm.log"), m::vmmLog);
-        writeText(vmDir.resolve("command-line.txt"), () -> shellQuoted(m.commandLine()) + "\n");
-        String qmp = qmpTranscript(m);
-        if (qmp != null) writeText(vmDir.resolve("qmp.txt"), () -> qmp);
+        if (m instanceof VmmMachine v) writeText(vmDir.resolve("command-line.txt"), () -> shellQuoted(v.commandLine()) + "\n");
+        if (m instanceof QemuMachine q) {
+            String qmp = qmpTranscript(q);
+            if (qmp != null) writeText(vmDir.resolve("qmp.txt"), () -> qmp);
+        }
         writeText(vmDir.resolve("machine.txt"), () -> describe(vm));
     }
 
@@ -147,16 +151,22 @@ final class Evidence {
     }
 
     private static String describe(ManagedVm vm) {
-        QemuMachine m = vm.machine();
-        String exit = m.exitStatus() != null ? m.exitStatus().toString() : m.isRunning() ? "still running" : "-";
-        return "declared: " + vm.label() + "\n"
-                + "id: " + m.id() + "\n"
-                + "state: " + m.state() + "\n"
-                + "exit: " + exit + "\n"
-                + "pid: " + (m.pid().isPresent() ? m.pid().getAsLong() : "-") + "\n"
-                + "accelerator: " + m.accelerator() + "\n"
-                + "timings: " + vm.timings(-1) + "\n"
-                + "console bytes: " + m.console().totalBytes() + "\n";
+        Machine m = vm.machine();
+        String exit = m.exitCode().isPresent() ? "exit code " + m.exitCode().getAsInt() : m.isRunning() ? "still running" : "-";
+        StringBuilder b = new StringBuilder()
+                .append("declared: ").append(vm.label()).append('\n')
+                .append("id: ").append(m.id()).append('\n')
+                .append("backend: ").append(m.backend().displayName()).append('\n')
+                .append("state: ").append(m.state()).append('\n')
+                .append("exit: ").append(exit).append('\n')
+                .append("pid: ").append(m.pid().isPresent() ? m.pid().getAsLong() : "-").append('\n');
+        if (m instanceof QemuMachine q) b.append("accelerator: ").append(q.accelerator()).append('\n');
+        b.append("spec: ").append(m.spec()).append('\n')
+                .append("timings: ").append(vm.timings(null)).append('\n')
+                .append("console bytes: ").append(m.console().totalBytes()).append('\n')
+                .append("transitions:\n");
+        m.transitions().forEach(t -> b.append("  ").append(t.at()).append(' ').append(t).append('\n'));
+        return b.toString();
     }
 
     /** The command line as a shell would take it, to run it again by hand. */

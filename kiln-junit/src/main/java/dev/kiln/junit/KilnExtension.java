@@ -1,7 +1,5 @@
 package dev.kiln.junit;
 
-import dev.kiln.Machine;
-import dev.kiln.qemu.QemuMachine;
 import dev.kiln.support.Executables;
 import org.junit.jupiter.api.extension.AfterAllCallback;
 import org.junit.jupiter.api.extension.AfterEachCallback;
@@ -19,7 +17,6 @@ import org.junit.jupiter.api.extension.TestExecutionExceptionHandler;
 import org.junit.platform.commons.support.AnnotationSupport;
 import org.junit.platform.commons.support.HierarchyTraversalMode;
 import org.junit.platform.commons.support.ModifierSupport;
-import org.opentest4j.AssertionFailedError;
 import org.opentest4j.IncompleteExecutionException;
 
 import java.lang.reflect.Constructor;
@@ -35,8 +32,9 @@ import java.util.Optional;
 /**
  * Starts, awaits, hands out and closes the machines of {@link Vm @Vm} fields and parameters; skips
  * {@link KilnTest} classes when QEMU is missing; and when a test fails, writes what its machines left behind
- * (console, VMM log, QMP transcript, command line) to {@code target/kiln/<class>/<test>/<machine-id>/} and names
- * that directory in the failure's message.
+ * (console, VMM log, QMP transcript, command line, state transitions) to
+ * {@code target/kiln/<class>/<test>/<machine-id>/} and names that directory in a {@link KilnEvidence} suppressed by
+ * the failure (which keeps its own type and message).
  *
  * <p>All state lives in the {@link ExtensionContext.Store} of the class or test it belongs to, so tests may run in
  * parallel. Machines are closed by the after-callbacks, and by the store should those not run.
@@ -51,7 +49,6 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
     public static final String QEMU_BINARY_PROPERTY = "kiln.qemu.binary";
     public static final String EVIDENCE_DIR_PROPERTY = "kiln.evidence.dir";
     public static final String DEFAULT_EVIDENCE_DIR = "target/kiln";
-    static final String EVIDENCE_LINE = "\n  Kiln evidence: ";
 
     // ---- skipping without QEMU -------------------------------------------------------------------
 
@@ -130,7 +127,7 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
             String label = label(ps[i], i, method);
             checkType(ps[i].getType(), label);
             parameters.add(i);
-            requests.add(new VmRequest(label, vm, context.getRequiredTestClass(), configuredBinary(context)));
+            requests.add(new VmRequest(label, vm, ps[i].getType(), context.getRequiredTestClass(), configuredBinary(context)));
         }
         if (requests.isEmpty()) return;
         List<ManagedVm> vms = start(context, requests, null);
@@ -167,7 +164,7 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
         Vm vm = parameter.findAnnotation(Vm.class).orElseThrow();
         if (!vm.name().isEmpty()) {
             Optional<ManagedVm> running = VmScope.findById(context, vm.name());
-            if (running.isPresent()) return running.get().machine();
+            if (running.isPresent()) return checked(running.get(), parameter.getParameter().getType(), label);
         }
         VmScope scope = VmScope.of(context);
         if (context.getTestMethod().filter(executable::equals).isPresent()) {
@@ -177,7 +174,7 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
         // A lifecycle method's parameter, or a named one nobody started yet: a machine of its own.
         Class<?> testClass = context.getRequiredTestClass();
         try {
-            VmRequest request = new VmRequest(label, vm, testClass, configuredBinary(context));
+            VmRequest request = new VmRequest(label, vm, parameter.getParameter().getType(), testClass, configuredBinary(context));
             return start(context, List.of(request), executable.getName()).getFirst().machine();
         } catch (RuntimeException e) {
             throw new ParameterResolutionException(e.getMessage(), e);
@@ -212,29 +209,22 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
     }
 
     /**
-     * Writes the evidence of every machine in scope and returns the failure with the directory appended to its
-     * message. Aborted and skipped tests, and failures with no machine in scope, pass through untouched.
+     * Writes the evidence of every machine in scope and returns the failure, unchanged but for a suppressed
+     * {@link KilnEvidence} naming the directory. Aborted and skipped tests, and failures with no machine in scope, pass
+     * through untouched.
      */
     static Throwable withEvidence(ExtensionContext context, Throwable failure, String classPhase) {
         if (failure instanceof IncompleteExecutionException) return failure;
-        String message = failure.getMessage();
-        if (message != null && message.contains(EVIDENCE_LINE)) return failure;
+        for (Throwable s : failure.getSuppressed()) if (s instanceof KilnEvidence) return failure;
         List<ManagedVm> vms = VmScope.inScope(context).stream().filter(ManagedVm::spawned).toList();
         if (vms.isEmpty()) return failure;
-        Path dir;
         try {
-            dir = Evidence.write(context, Evidence.testDir(context, classPhase), vms, failure);
+            Path dir = Evidence.write(context, Evidence.testDir(context, classPhase), vms, failure);
+            failure.addSuppressed(new KilnEvidence(dir));
         } catch (RuntimeException e) {
             failure.addSuppressed(e);
-            return failure;
         }
-        String text = (failure instanceof AssertionError ? (message != null ? message : failure.getClass().getName())
-                : failure.toString()) + EVIDENCE_LINE + dir;
-        Throwable wrapped = failure instanceof AssertionFailedError afe && afe.isExpectedDefined() && afe.isActualDefined()
-                ? new AssertionFailedError(text, afe.getExpected().getValue(), afe.getActual().getValue(), failure)
-                : new AssertionError(text, failure);
-        wrapped.setStackTrace(failure.getStackTrace()); // the report points at the test's line, not at Kiln
-        return wrapped;
+        return failure;
     }
 
     // ---- helpers -----------------------------------------------------------------------------------------
@@ -242,6 +232,15 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
     private static List<ManagedVm> start(ExtensionContext context, List<VmRequest> requests, String classPhase) {
         return VmStarter.startAll(requests, VmScope.of(context),
                 (vm, failure) -> Evidence.write(context, Evidence.testDir(context, classPhase), List.of(vm), failure));
+    }
+
+    /** A running machine handed to a parameter by name must fit the parameter's type. */
+    private static Object checked(ManagedVm vm, Class<?> type, String label) {
+        if (!type.isInstance(vm.machine())) {
+            throw new ParameterResolutionException(label + " is a " + type.getSimpleName() + ", but the running machine '"
+                    + vm.machine().id() + "' is a " + vm.machine().getClass().getSimpleName());
+        }
+        return vm.machine();
     }
 
     private static List<Field> vmFields(Class<?> testClass, boolean statics) {
@@ -256,13 +255,13 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
     }
 
     private static VmRequest request(ExtensionContext context, Field field, Class<?> testClass) {
-        return new VmRequest(label(field), field.getAnnotation(Vm.class), testClass, configuredBinary(context));
+        return new VmRequest(label(field), field.getAnnotation(Vm.class), field.getType(), testClass, configuredBinary(context));
     }
 
     private static void checkType(Class<?> type, String label) {
-        if (type != QemuMachine.class && type != Machine.class) {
+        if (!VmRequest.supports(type)) {
             throw new ExtensionConfigurationException(label + " has type " + type.getName()
-                    + "; a @Vm is a QemuMachine or a dev.kiln.Machine");
+                    + "; a @Vm is a dev.kiln.Machine, a QemuMachine or a FirecrackerMachine");
         }
     }
 

@@ -1,27 +1,24 @@
 package dev.kiln.junit;
 
-import dev.kiln.KilnException;
-import dev.kiln.qemu.QemuMachine;
-import dev.kiln.support.Deadline;
+import dev.kiln.Machine;
+import dev.kiln.StartTimings;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.time.Duration;
-import java.util.concurrent.TimeUnit;
+import java.util.Optional;
 import java.util.concurrent.atomic.AtomicBoolean;
 
-/** One machine the extension owns: started, awaited, timed and closed once. */
+/** One machine the extension owns: started (and so awaited), timed and closed once. */
 final class ManagedVm {
     private static final Logger LOG = LoggerFactory.getLogger(KilnExtension.class);
 
     private final String label;
-    private final QemuMachine machine;
+    private final Machine machine;
     private final AtomicBoolean closed = new AtomicBoolean();
     private volatile boolean started;
-    private volatile long startNanos;
-    private volatile long guestReadyNanos = -1;
 
-    ManagedVm(String label, QemuMachine machine) {
+    ManagedVm(String label, Machine machine) {
         this.label = label;
         this.machine = machine;
     }
@@ -29,34 +26,17 @@ final class ManagedVm {
     /** Where the machine was declared, e.g. {@code @Vm WebTest.server}. */
     String label() { return label; }
 
-    QemuMachine machine() { return machine; }
+    Machine machine() { return machine; }
 
     boolean started() { return started; }
 
-    /** Whether QEMU was ever spawned, so that there is something to show. */
-    boolean spawned() { return !machine.commandLine().isEmpty(); }
+    /** Whether the VMM was ever spawned, so that there is something to show. */
+    boolean spawned() { return machine.startTimings().spawnedAfter().isPresent(); }
 
+    /** Starts the machine; it returns once the spec's readiness probes passed. */
     void start() {
-        startNanos = System.nanoTime();
         machine.start();
         started = true;
-    }
-
-    /** The image's ready marker on the console (if it has one), then the agent (if there is one). */
-    void awaitReady(String readyMarker, Duration timeout) {
-        Deadline deadline = Deadline.after(timeout);
-        if (readyMarker != null) machine.console().await(readyMarker, timeout);
-        if (hasAgent()) machine.guest().awaitReady(deadline.remaining());
-        guestReadyNanos = System.nanoTime() - startNanos;
-    }
-
-    private boolean hasAgent() {
-        try {
-            machine.guest();
-            return true;
-        } catch (KilnException e) {
-            return false; // built with agent(false)
-        }
     }
 
     /** Closes the machine once and logs how long each phase took. */
@@ -66,19 +46,19 @@ final class ManagedVm {
         try {
             machine.close();
         } finally {
-            if (spawned()) LOG.info("{} ({}): {}", label, machine.id(), timings(System.nanoTime() - t0));
+            if (spawned()) LOG.info("{} ({}): {}", label, machine.id(), timings(Duration.ofNanos(System.nanoTime() - t0)));
         }
     }
 
-    /** Spawn, QMP ready and guest ready counted from the start; teardown on its own. */
-    String timings(long teardownNanos) {
-        QemuMachine.Timings t = machine.timings();
-        return "spawn " + ms(t.spawnNanos) + ", QMP ready " + ms(t.qmpReadyNanos) + ", guest ready "
-                + ms(guestReadyNanos) + (teardownNanos >= 0 ? ", teardown " + ms(teardownNanos) : "");
+    /** Spawned, VMM up and ready counted from the start; teardown on its own. */
+    String timings(Duration teardown) {
+        StartTimings t = machine.startTimings();
+        return "spawned " + ms(t.spawnedAfter()) + ", VMM up " + ms(t.vmmUpAfter()) + ", ready " + ms(t.readyAfter())
+                + (teardown != null ? ", teardown " + ms(Optional.of(teardown)) : "");
     }
 
-    private static String ms(long nanos) {
-        return nanos <= 0 ? "-" : TimeUnit.NANOSECONDS.toMillis(nanos) + " ms";
+    private static String ms(Optional<Duration> d) {
+        return d.map(x -> x.toMillis() + " ms").orElse("-");
     }
 
     @Override

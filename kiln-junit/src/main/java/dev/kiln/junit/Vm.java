@@ -7,7 +7,7 @@ import java.lang.annotation.RetentionPolicy;
 import java.lang.annotation.Target;
 
 /**
- * A virtual machine for a test, of type {@code QemuMachine} or {@code dev.kiln.Machine}.
+ * A virtual machine for a test, of type {@code dev.kiln.Machine}, {@code QemuMachine} or {@code FirecrackerMachine}.
  * <ul>
  *   <li>static field: one machine for the class, started before all its tests and closed after them;</li>
  *   <li>instance field: a new machine for each test, closed after it;</li>
@@ -15,47 +15,50 @@ import java.lang.annotation.Target;
  *       of {@code @BeforeAll}/{@code @AfterAll}: one for the class.</li>
  * </ul>
  * Machines of one scope (a class's static fields; a test's instance fields and test-method parameters) start in
- * parallel. Unless {@link #awaitReady()} is off, the test runs once the guest printed its image's ready marker
- * and its agent answers.
+ * parallel. The test runs once each machine's readiness probes passed (by default: the image's ready marker and its
+ * guest agent), unless {@link #awaitReady()} is off.
  *
- * <p>What to boot: the {@link #spec()} method's builder if there is one, else a fresh
- * {@code QemuMachine.builder()}; the attributes below that are not left at their defaults are applied on top,
- * and the default image ({@code DefaultImage}) is used when the builder has none.
+ * <p>What to boot: the {@link #spec()} method's spec if there is one, else the defaults ({@code MachineSpec.defaults()}:
+ * Kiln's image, 1 vCPU, 256 MiB); the attributes below that are not left at their defaults are applied on top. The
+ * backend: {@link #backend()} when set, else the field's type when it names one ({@code QemuMachine},
+ * {@code FirecrackerMachine}), else the spec's ({@code $KILN_BACKEND}, else QEMU).
  */
 @Target({ElementType.FIELD, ElementType.PARAMETER})
 @Retention(RetentionPolicy.RUNTIME)
 @Documented
 public @interface Vm {
     /**
-     * The name of a static method of the test class (or of a class enclosing it), taking no arguments and
-     * returning a {@code QemuMachine.Builder}: the machine's specification in code. A new builder is asked for
-     * each machine.
+     * The name of a static method of the test class (or of a class enclosing it), taking no arguments and returning a
+     * {@code MachineSpec} or a builder of one ({@code MachineSpec.Builder}, {@code QemuMachine.Builder},
+     * {@code FirecrackerMachine.Builder}): the machine's specification in code. Called anew for each machine.
      */
     String spec() default "";
 
+    /** {@code qemu} or {@code firecracker}; empty: the field's type, else the spec's. */
+    String backend() default "";
+
     /**
-     * The machine's id, which names it in logs and evidence. Default: the builder's, else a unique
-     * {@code qemu-<pid>-<n>}. A <em>parameter</em> with a name gets the machine of that id that is already running
-     * in the test's scope or an enclosing one (a field's, or an earlier parameter's), and a new one only when
-     * there is none.
+     * The machine's id, which names it in logs and evidence. Default: the spec's, else a unique {@code <backend>-<pid>-<n>}.
+     * A <em>parameter</em> with a name gets the machine of that id that is already running in the test's scope or an
+     * enclosing one (a field's, or an earlier parameter's), and a new one only when there is none.
      */
     String name() default "";
 
-    /** Guest memory; 0 keeps the builder's (256 MiB unless the spec says otherwise). */
+    /** Guest memory; 0 keeps the spec's (256 MiB unless it says otherwise). */
     int memoryMib() default 0;
 
-    /** Virtual CPUs; 0 keeps the builder's (1 unless the spec says otherwise). */
+    /** Virtual CPUs; 0 keeps the spec's (1 unless it says otherwise). */
     int cpus() default 0;
 
-    /** QEMU's {@code -machine} value, e.g. {@code q35}; empty keeps the builder's (microvm for kernel boots). */
+    /** QEMU's {@code -machine} value, e.g. {@code q35}; empty keeps the spec's (microvm for kernel boots). QEMU only. */
     String machine() default "";
 
     /** Extra kernel command-line arguments. */
     String append() default "";
 
     /**
-     * Wait, after the start, for the image's ready marker on the console and then for the guest agent to answer.
-     * Off: the machine is handed over right after QEMU started (to watch the boot, say).
+     * Wait, while starting, for the spec's readiness probes (by default the image's ready marker, then its agent). Off:
+     * the machine is handed over right after its VMM is up (to watch the boot, say).
      */
     boolean awaitReady() default true;
 

@@ -1,9 +1,7 @@
 package dev.kiln.junit;
 
-import dev.kiln.GuestImage;
 import dev.kiln.KilnException;
-import dev.kiln.Text;
-import dev.kiln.qemu.QemuMachine;
+import dev.kiln.Machine;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -109,16 +107,13 @@ final class VmStarter {
 
     private static ManagedVm startOne(VmRequest request, VmScope scope, Batch batch, EvidenceWriter evidence) {
         if (batch.cancelled) throw new Cancelled();
-        QemuMachine.Builder builder;
-        QemuMachine machine;
+        Machine machine;
         try {
-            builder = request.builder();
-            machine = builder.build();
+            machine = request.create();
         } catch (RuntimeException e) {
             batch.cancel(); // a bad spec: stop the others at once
             throw e;
         }
-        GuestImage image = builder.image();
         ManagedVm vm = new ManagedVm(request.label(), machine);
         scope.add(vm);
         batch.vms.add(vm);
@@ -126,21 +121,15 @@ final class VmStarter {
             if (batch.cancelled) throw new Cancelled();
             vm.start();
             if (batch.cancelled) throw new Cancelled();
-            if (request.vm().awaitReady()) vm.awaitReady(image.readyMarker(), request.readyTimeout());
             return vm;
         } catch (Cancelled c) {
             throw c;
         } catch (RuntimeException e) {
             if (batch.cancelled) throw new Cancelled(); // closed by the batch because another machine failed
-            String exited = vm.started() && !vm.machine().isRunning()
-                    ? "\n  QEMU exited (code " + vm.machine().exitCode().orElse(-1) + "); its output:\n    "
-                      + Text.tail(vm.machine().vmmLog(), 2000).strip().replace("\n", "\n    ")
-                    : "";
             Path dir = vm.spawned() ? writeEvidence(evidence, vm, e) : null;
             batch.cancel();
             vm.close();
-            throw new KilnException(vm.label() + " (machine " + vm.machine().id() + ") "
-                    + (vm.started() ? "did not become ready: " : "did not start: ") + e.getMessage() + exited
+            throw new KilnException(vm.label() + " (machine " + machine.id() + ") did not start: " + e.getMessage()
                     + (dir != null ? "\n  Kiln evidence: " + dir : ""), e);
         }
     }

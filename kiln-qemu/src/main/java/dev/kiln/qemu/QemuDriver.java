@@ -2,7 +2,6 @@ package dev.kiln.qemu;
 
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import dev.kiln.Event;
 import dev.kiln.Guest;
 import dev.kiln.GuestImage;
 import dev.kiln.KilnException;
@@ -33,7 +32,6 @@ import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -328,7 +326,7 @@ final class QemuDriver implements VmmDriver {
         QgaGuest g = guest;
         if (g != null) g.close();
         Qmp q = qmp;
-        if (q != null) q.close();
+        if (q != null) q.close(reason);
     }
 
     @Override
@@ -346,7 +344,7 @@ final class QemuDriver implements VmmDriver {
         if (q == null) return;
         ObjectNode data = JsonNodeFactory.instance.objectNode().put("action", "console").put("source", "console").put("line", line);
         ObjectNode raw = JsonNodeFactory.instance.objectNode().put("event", "GUEST_PANICKED").set("data", data);
-        q.post(new Event("GUEST_PANICKED", data, Instant.now(), raw));
+        q.post(raw);
     }
 
     @Override
