@@ -48,6 +48,7 @@ public final class Console implements AutoCloseable {
     private long dropped;      // characters trimmed from the front of text
     private long cursor;       // absolute position await searches from
     private long totalBytes;
+    private long reads;        // reads that returned bytes, to see how often the reader wakes
     private boolean closed;
     private String closedReason;
     private SocketChannel channel;
@@ -106,6 +107,7 @@ public final class Console implements AutoCloseable {
                 lock.lock();
                 try {
                     totalBytes += n;
+                    reads++;
                     if (tee != null) tee.write(bytes.slice(bytes.limit() - n, n));
                     long before = dropped + text.length();
                     while (true) {
@@ -127,6 +129,16 @@ public final class Console implements AutoCloseable {
             reason = "console read failed: " + e.getMessage();
         } finally {
             markClosed(reason);
+            LOG.debug("console {}: {} bytes in {} reads", name, totalBytes(), readCount());
+        }
+    }
+
+    private long readCount() {
+        lock.lock();
+        try {
+            return reads;
+        } finally {
+            lock.unlock();
         }
     }
 
