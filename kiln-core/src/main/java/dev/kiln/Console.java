@@ -17,7 +17,9 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
+import java.util.WeakHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.Condition;
@@ -30,8 +32,12 @@ import java.util.regex.Pattern;
  * A guest's serial console: everything it printed (the in-memory transcript keeps a bounded tail; a tee
  * file keeps all), expect-style {@link #await} and {@link #send}. One virtual thread reads it.
  *
- * <p>{@code await} works like expect: each match moves a cursor past itself, so the next await only sees
- * later output. {@link #transcript()} always shows everything retained.
+ * <p>Awaiting works like expect, with a cursor per waiter: a match moves that waiter's cursor past itself,
+ * so its next await only sees later output. {@link #await} gives every calling thread a cursor of its own,
+ * starting at the beginning of the transcript on that thread's first await: two threads awaiting the same
+ * text both see it, and neither can take the other's match. For a cursor that starts elsewhere, or one to
+ * hand between threads, use {@link #cursor()} (from now on) or {@link #cursorAtStart()}.
+ * {@link #transcript()} always shows everything retained.
  */
 public final class Console implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Console.class);
@@ -46,7 +52,6 @@ public final class Console implements AutoCloseable {
     private final CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
             .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
     private long dropped;      // characters trimmed from the front of text
-    private long cursor;       // absolute position await searches from
     private long totalBytes;
     private long reads;        // reads that returned bytes, to see how often the reader wakes
     private boolean closed;
@@ -54,6 +59,8 @@ public final class Console implements AutoCloseable {
     private SocketChannel channel;
     private FileChannel tee;
     private Thread reader;
+    /** The cursor of each thread that called {@link #await}; weak keys, so ended threads leave nothing behind. */
+    private final Map<Thread, Cursor> threadCursors = new WeakHashMap<>(); // guarded by lock
     private final List<Watch> watches = new CopyOnWriteArrayList<>();
 
     public Console(String name) {
@@ -148,7 +155,6 @@ public final class Console implements AutoCloseable {
         if (over > retainedChars / 8) {
             text.delete(0, over);
             dropped += over;
-            if (cursor < dropped) cursor = dropped;
         }
     }
 
@@ -205,44 +211,117 @@ public final class Console implements AutoCloseable {
         }
     }
 
-    /** Waits for a literal text after the cursor. */
+    /** A cursor at the current end of the output: it sees only what is printed from now on. */
+    public Cursor cursor() {
+        lock.lock();
+        try {
+            return new Cursor(dropped + text.length());
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** A cursor at the start of what is retained: it sees the transcript from its beginning. */
+    public Cursor cursorAtStart() {
+        lock.lock();
+        try {
+            return new Cursor(dropped);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** {@link #await(Pattern, Duration)} for a literal text. */
     public MatchResult await(String literal, Duration timeout) {
-        return await(Pattern.compile(Pattern.quote(literal)), timeout);
+        return threadCursor().await(literal, timeout);
     }
 
     /**
-     * Waits until {@code pattern} matches output after the cursor, moves the cursor past the match and
-     * returns it. Fails with {@link WaitTimeoutException} (with the console tail) on timeout, and at once
-     * when the console closes without a match.
+     * Waits until {@code pattern} matches output after the calling thread's cursor, moves that cursor past the
+     * match and returns it. A thread's cursor starts at the beginning of the transcript on its first await; other
+     * threads' cursors are unaffected (see the class comment). Fails with {@link WaitTimeoutException} (with the
+     * console tail) on timeout, and at once when the console closes without a match.
      */
     public MatchResult await(Pattern pattern, Duration timeout) {
-        Deadline deadline = Deadline.after(timeout);
+        return threadCursor().await(pattern, timeout);
+    }
+
+    private Cursor threadCursor() {
         lock.lock();
         try {
-            while (true) {
-                int from = (int) Math.max(0, cursor - dropped);
-                Matcher m = pattern.matcher(text);
-                if (m.find(from)) {
-                    cursor = dropped + m.end();
-                    return m.toMatchResult();
-                }
-                if (closed) {
-                    throw new GuestException("console " + name + " closed (" + closedReason + ") before /"
-                            + pattern.pattern() + "/ appeared; last output:\n"
-                            + Text.tail(text.toString(), 2000));
-                }
-                long left = deadline.remainingNanos();
-                if (left <= 0) {
-                    throw new WaitTimeoutException("/" + pattern.pattern() + "/ on console " + name, timeout,
-                            text.substring(Math.max(0, text.length() - 2000)));
-                }
-                changed.awaitNanos(left);
-            }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new KilnException("interrupted while waiting for console output", e);
+            return threadCursors.computeIfAbsent(Thread.currentThread(), t -> new Cursor(dropped));
         } finally {
             lock.unlock();
+        }
+    }
+
+    /**
+     * A place in the output that awaits search from; each match moves it past itself. Safe to use from any
+     * thread, though two threads sharing one cursor take matches from each other, as with one expect session.
+     */
+    public final class Cursor {
+        private long position; // absolute character offset; guarded by the console's lock
+
+        private Cursor(long position) {
+            this.position = position;
+        }
+
+        /** Waits for a literal text after this cursor; see {@link #await(Pattern, Duration)}. */
+        public MatchResult await(String literal, Duration timeout) {
+            return await(Pattern.compile(Pattern.quote(literal)), timeout);
+        }
+
+        /**
+         * Waits until {@code pattern} matches output after this cursor, moves the cursor past the match and returns
+         * it. Fails with {@link WaitTimeoutException} (with the console tail) on timeout, and with
+         * {@link GuestException} at once when the console closes without a match.
+         */
+        public MatchResult await(Pattern pattern, Duration timeout) {
+            Deadline deadline = Deadline.after(timeout);
+            lock.lock();
+            try {
+                while (true) {
+                    int from = (int) Math.max(0, position - dropped);
+                    Matcher m = pattern.matcher(text);
+                    if (m.find(from)) {
+                        position = dropped + m.end();
+                        return m.toMatchResult();
+                    }
+                    if (closed) {
+                        throw new GuestException("console " + name + " closed (" + closedReason + ") before /"
+                                + pattern.pattern() + "/ appeared" + earlier(m, from) + "; last output:\n"
+                                + Text.tail(text.toString(), 2000));
+                    }
+                    long left = deadline.remainingNanos();
+                    if (left <= 0) {
+                        throw new WaitTimeoutException("/" + pattern.pattern() + "/ on console " + name
+                                + earlier(m, from), timeout, text.substring(Math.max(0, text.length() - 2000)));
+                    }
+                    changed.awaitNanos(left);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new KilnException("interrupted while waiting for console output", e);
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Under the lock: a match before the cursor explains many a timeout. */
+        private String earlier(Matcher m, int from) {
+            m.region(0, from);
+            return m.find() ? " (it appeared before the cursor: at character " + (dropped + m.start())
+                    + ", the cursor is at " + position + ")" : "";
+        }
+
+        /** Where the cursor stands, in characters since the console started. */
+        public long position() {
+            lock.lock();
+            try {
+                return position;
+            } finally {
+                lock.unlock();
+            }
         }
     }
 
