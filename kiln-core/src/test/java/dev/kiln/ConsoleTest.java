@@ -154,6 +154,72 @@ class ConsoleTest {
         }, () -> "still reachable: " + ref.get());
     }
 
+    // ---------------------------------------------------------------- tees
+
+    @Test
+    void aTeeFileThatFailsIsReportedAndDroppedAndReadingGoesOn() throws Exception {
+        Path full = Path.of("/dev/full");
+        assumeTrue(Files.isWritable(full), "needs a writable /dev/full, whose writes fail with ENOSPC");
+        List<String> lines = new CopyOnWriteArrayList<>();
+        console.teeTo(full).teeLines(lines::add);
+        print("first\n");
+        awaitCondition("the tee failure to be reported", () -> console.teeFailure().isPresent(),
+                () -> "transcript: " + console.transcript());
+        assertThat(console.teeFailure().orElseThrow()).contains("/dev/full").contains("No space left on device");
+
+        print("second\n");
+        assertThat(console.await("second", WAIT).group()).isEqualTo("second");
+        assertThat(console.isOpen()).isTrue();
+        awaitCondition("both lines at the line tee", () -> lines.size() == 2, lines::toString);
+        assertThat(lines).containsExactly("first", "second");
+
+        // a new tee file replaces the dropped one and gets what comes from now on
+        Path file = tmp.resolve("console.log");
+        console.teeTo(file);
+        print("third\n");
+        console.await("third", WAIT);
+        awaitCondition("the third line in " + file, () -> read(file).equals("third\n"), () -> read(file));
+    }
+
+    @Test
+    void aLineConsumerThatThrowsIsDroppedAndTheOthersGoOn() throws Exception {
+        List<String> seenByTheFailing = new CopyOnWriteArrayList<>();
+        List<String> lines = new CopyOnWriteArrayList<>();
+        Path file = tmp.resolve("console.log");
+        console.teeTo(file).teeLines(line -> {
+            seenByTheFailing.add(line);
+            throw new IllegalStateException("the logger is broken");
+        }).teeLines(lines::add);
+        print("one\ntwo\n");
+        awaitCondition("two lines at the line tee", () -> lines.size() == 2, lines::toString);
+        assertThat(console.teeFailure()).hasValueSatisfying(f ->
+                assertThat(f).contains("threw").contains("the logger is broken"));
+        assertThat(seenByTheFailing).containsExactly("one");
+
+        print("three\n");
+        assertThat(console.await("three", WAIT).group()).isEqualTo("three");
+        awaitCondition("three lines at the line tee", () -> lines.size() == 3, lines::toString);
+        assertThat(lines).containsExactly("one", "two", "three");
+        assertThat(seenByTheFailing).containsExactly("one");
+        awaitCondition("everything in the tee file", () -> read(file).equals("one\ntwo\nthree\n"), () -> read(file));
+    }
+
+    @Test
+    void theLineTeeGetsEachLineOnceWithoutItsLineEnd() throws Exception {
+        List<String> lines = new CopyOnWriteArrayList<>();
+        console.teeLines(lines::add);
+        print("Linux ver");
+        print("sion 6.1\r\n\r\nä");     // UTF-8 split across writes below, too
+        byte[] euro = "€ sign\nno newline at the end".getBytes(StandardCharsets.UTF_8);
+        vmm.write(ByteBuffer.wrap(Arrays.copyOfRange(euro, 0, 1)));
+        console.await("ä", WAIT);
+        vmm.write(ByteBuffer.wrap(Arrays.copyOfRange(euro, 1, euro.length)));
+        console.await("no newline", WAIT);
+        vmm.close();
+        awaitCondition("the output to end", () -> !console.isOpen(), console::transcript);
+        assertThat(lines).containsExactly("Linux version 6.1", "", "ä€ sign", "no newline at the end");
+    }
+
     // ---------------------------------------------------------------- helpers
 
     private Thread waiter(String name, CompletableFuture<String> result, Supplier<String> await) {
