@@ -48,6 +48,14 @@ public final class Console implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Console.class);
     /** Characters kept in memory; older output is only in the tee file. */
     public static final int DEFAULT_RETAINED_CHARS = 4 << 20;
+    /**
+     * After a read that did not fill the buffer, the reader lets this long pass before reading again, so that
+     * output trickling in a few bytes at a time (a UART under TCG) is read in batches rather than with a wake-up
+     * every couple of bytes, each costing CPU the emulated vCPU wants. Output already read is handed to waiters
+     * at once; only bytes arriving within the pause wait, by at most this long. 0 reads at once.
+     * Tunable: {@code kiln.console.batchMicros}.
+     */
+    static final long BATCH_NANOS = Long.getLong("kiln.console.batchMicros", 1000) * 1000;
     private static final int READ_BUFFER = 16384;
 
     private final String name;
@@ -153,6 +161,7 @@ public final class Console implements AutoCloseable {
             while (true) {
                 int n = channel.read(bytes); // appends after any partial UTF-8 sequence kept from before
                 if (n < 0) break;
+                boolean filled = !bytes.hasRemaining();
                 bytes.flip();
                 ByteBuffer raw = bytes.slice(bytes.limit() - n, n);
                 StringBuilder fresh = new StringBuilder(n);
@@ -171,9 +180,12 @@ public final class Console implements AutoCloseable {
                     teeLock.unlock();
                 }
                 bytes.compact();
+                if (!filled && BATCH_NANOS > 0) Thread.sleep(Duration.ofNanos(BATCH_NANOS));
             }
         } catch (IOException e) {
             if (!closing) reason = "console read failed: " + e;
+        } catch (InterruptedException e) {
+            reason = "the console reader was interrupted";
         } finally {
             endTees();
             markClosed(closing ? "closed by Kiln" : reason);

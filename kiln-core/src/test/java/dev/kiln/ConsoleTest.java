@@ -220,6 +220,25 @@ class ConsoleTest {
         assertThat(lines).containsExactly("Linux version 6.1", "", "ä€ sign", "no newline at the end");
     }
 
+    // ---------------------------------------------------------------- reading in batches
+
+    /** Reading in batches must not hold back what a waiter awaits: each marker arrives while bytes trickle in. */
+    @Test
+    void anAwaitedLineIsSeenPromptlyWhileOutputTrickles() throws Exception {
+        List<Long> micros = new ArrayList<>();
+        Console.Cursor cursor = console.cursor();
+        for (int i = 0; i < 100; i++) {
+            print("x".repeat(i % 7));
+            long t0 = System.nanoTime();
+            print("marker-" + i + "\n");
+            cursor.await("marker-" + i + "\n", WAIT);
+            micros.add((System.nanoTime() - t0) / 1000);
+        }
+        micros.sort(null);
+        // Generous: the reader pauses about 1 ms between batches; this only catches batches that wait far longer.
+        assertThat(micros.get(micros.size() / 2)).as("median µs from write to await, of %s", micros).isLessThan(50_000);
+    }
+
     // ---------------------------------------------------------------- helpers
 
     private Thread waiter(String name, CompletableFuture<String> result, Supplier<String> await) {
