@@ -20,7 +20,7 @@ import java.util.concurrent.TimeUnit;
 /**
  * One connection to a guest agent: a virtual thread reads the channel and queues what arrives (replies,
  * garbage, the end of the connection) for the requester, which polls with its deadline. Knows nothing of
- * the QGA commands; {@link QgaGuest} speaks the protocol on top.
+ * the QGA commands; {@link QgaSession} speaks the protocol on top.
  */
 final class QgaChannel implements AutoCloseable {
     /** Something the reader saw. */
