@@ -160,7 +160,12 @@ final class QgaChannel implements AutoCloseable {
 
     @Override
     public void close() {
-        end("the host closed the connection", null, false);
+        close("the host closed the connection");
+    }
+
+    /** Ends the connection with {@code reason} and waits a moment for the reader to finish. */
+    void close(String reason) {
+        end(reason, null, false);
         try {
             reader.join(Duration.ofSeconds(2));
         } catch (InterruptedException e) {

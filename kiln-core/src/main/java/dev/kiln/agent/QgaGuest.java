@@ -6,6 +6,7 @@ import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.Guest;
 import dev.kiln.GuestException;
+import dev.kiln.MachineClosedException;
 import dev.kiln.WaitTimeoutException;
 import dev.kiln.support.Deadline;
 
@@ -20,7 +21,10 @@ import java.util.function.Supplier;
  * {@link QgaSession}'s, commands {@link QgaExec}'s and file copies {@link QgaFiles}'.
  *
  * <p>Requests are serialised over one connection and brought back into step with
- * {@code guest-sync-delimited} whenever the stream may be out of step.
+ * {@code guest-sync-delimited} whenever the stream may be out of step. Once {@linkplain #close(String) closed},
+ * every call fails at once with {@link MachineClosedException} carrying the reason, including calls under
+ * way; so does a call whose connection ends while {@code vmmState} reports the VMM gone. A connection that
+ * ends under a live VMM is a {@link GuestException}.
  */
 public final class QgaGuest implements Guest, AutoCloseable {
     /** Default wait for one raw request ({@link #ping()}, {@link #info()}). */
@@ -44,7 +48,8 @@ public final class QgaGuest implements Guest, AutoCloseable {
 
     /**
      * @param vmmState says what became of the VMM (e.g. "QEMU exited: killed by signal 9"), or null while it
-     *                 runs; added to errors when the connection closes or the agent falls silent. May be null.
+     *                 runs; when it is not null, a call whose connection closes fails with
+     *                 {@link MachineClosedException} naming it, and it is added to timeouts. May be null.
      */
     public QgaGuest(Supplier<SocketChannel> connector, Supplier<String> consoleTail, Supplier<String> vmmState,
                     String name) {
@@ -126,10 +131,19 @@ public final class QgaGuest implements Guest, AutoCloseable {
         session.shutdown(Deadline.after(DEFAULT_CALL_TIMEOUT));
     }
 
-    /** Closes the connection and stops its reader; requests then fail at once. Idempotent. */
+    /** {@link #close(String)} without a reason to give. */
     @Override
     public void close() {
-        session.close();
+        close(QgaSession.NO_REASON);
+    }
+
+    /**
+     * Closes the connection and stops its reader. Calls under way and later ones fail at once with
+     * {@link MachineClosedException} whose message carries {@code reason} (e.g. "machine vm-1 closed"), and the
+     * VMM's state when it is gone. Idempotent: the first reason stays.
+     */
+    public void close(String reason) {
+        session.close(reason);
     }
 
     @Override

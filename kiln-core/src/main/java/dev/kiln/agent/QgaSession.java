@@ -3,6 +3,8 @@ package dev.kiln.agent;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.GuestException;
+import dev.kiln.KilnException;
+import dev.kiln.MachineClosedException;
 import dev.kiln.Text;
 import dev.kiln.WaitTimeoutException;
 import dev.kiln.agent.QgaChannel.Closed;
@@ -20,6 +22,7 @@ import java.time.Duration;
 import java.util.Objects;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.Supplier;
 
@@ -32,6 +35,9 @@ import java.util.function.Supplier;
  * and, whenever the stream may be out of step (a new connection, a timed-out request, garbage), the next
  * request is preceded by {@code guest-sync-delimited} with a fresh random id, discarding every reply up to
  * the one carrying it.
+ *
+ * <p>Once closed ({@link #close}), every call, including those under way, fails with
+ * {@link MachineClosedException}; so does a call whose connection ends while the VMM is reported gone.
  */
 final class QgaSession {
     private static final Logger log = LoggerFactory.getLogger(QgaSession.class);
@@ -39,6 +45,7 @@ final class QgaSession {
     private static final Duration SYNC_RESEND = Duration.ofMillis(200);
     private static final Duration WRITE_FLOOR = Duration.ofSeconds(10);
     private static final Duration SHUTDOWN_REPLY_WAIT = Duration.ofMillis(500);
+    static final String NO_REASON = "no reason given";
 
     private final Supplier<SocketChannel> connector;
     private final Supplier<String> consoleTail;
@@ -49,7 +56,11 @@ final class QgaSession {
     private volatile QgaChannel channel;   // written under lock
     private volatile long connection;      // counts connections made; written under lock
     private boolean inStep;                // guarded by lock
-    private volatile boolean closed;
+    private volatile String closedReason;
+
+    /** Cuts pauses between requests short when the session is closed. */
+    private final ReentrantLock wakeLock = new ReentrantLock();
+    private final Condition woken = wakeLock.newCondition();
 
     QgaSession(Supplier<SocketChannel> connector, Supplier<String> consoleTail, Supplier<String> vmmState, String name) {
         this.connector = Objects.requireNonNull(connector, "connector");
@@ -65,22 +76,25 @@ final class QgaSession {
     /** Counts the connections made: what is learnt about the agent holds for one connection. */
     long connection() { return connection; }
 
+    // ---------------------------------------------------------------- readiness
+
     /**
-     * Connects (retrying while the socket is missing or refuses) and sends {@code guest-sync-delimited}
-     * every 200 ms until the agent answers it: the agent may not be listening yet, and QEMU drops bytes
-     * written to a virtio-serial port nobody has open. Reconnects when the connection closed.
+     * Connects (retrying while the socket is missing or refuses) and syncs until the agent answers; reconnects
+     * when the connection closed.
      */
     void awaitReady(Duration timeout) {
         Deadline deadline = Deadline.after(timeout);
         RuntimeException last = null;
         while (!deadline.expired()) {
-            ensureNotClosed();
+            ensureNotClosed("before guest-sync-delimited");
             if (!tryLock(deadline)) break;
             try {
                 QgaChannel ch = channel;
                 if (ch == null || ch.closed() != null) ch = connect();
                 sync(ch, deadline, "");
                 return;
+            } catch (MachineClosedException e) {
+                throw e;
             } catch (WaitTimeoutException e) {
                 break;
             } catch (RuntimeException e) {
@@ -94,50 +108,26 @@ final class QgaSession {
         throw new WaitTimeoutException("guest agent to answer guest-sync", timeout, consoleTail.get(), last);
     }
 
-    /**
-     * Sends {@code guest-shutdown} (powerdown). The agent answers only failures, so success is silence or
-     * the connection closing within a short moment; an error reply is a {@link GuestException}.
-     */
-    void shutdown(Deadline deadline) {
-        String command = "guest-shutdown";
-        if (!tryLock(deadline)) throw busy(command, "", deadline);
+    /** Waits {@code nanos} between requests, or less when the session is closed (the next request says so). */
+    void pause(long nanos) {
+        wakeLock.lock();
         try {
-            QgaChannel ch = usableChannel(command);
-            if (!inStep || ch.hasUnread()) sync(ch, deadline, command);
-            ObjectNode args = JsonFramer.JSON.createObjectNode().put("mode", "powerdown");
-            send(ch, message(command, args), command, "", deadline);
-            inStep = false; // a late error reply may still come; resync before anything else
-            Deadline brief = Deadline.after(SHUTDOWN_REPLY_WAIT);
-            Inbound in = next(ch, brief.remainingNanos(), command);
-            if (in instanceof Reply(ObjectNode reply) && reply.has("error")) {
-                throw agentError(command, "", reply.get("error"));
-            }
-            log.debug("guest agent of {} accepted guest-shutdown ({})", name, in == null ? "no reply" : in);
+            long left = nanos;
+            while (left > 0 && closedReason == null) left = woken.awaitNanos(left);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new GuestException("interrupted while waiting for the guest agent of " + name, null, e);
         } finally {
-            lock.unlock();
+            wakeLock.unlock();
         }
     }
 
-    /** Closes the connection and stops its reader; requests then fail at once. Idempotent. */
-    void close() {
-        closed = true;
-        QgaChannel ch = channel;
-        if (ch != null) ch.close();
-    }
-
-    @Override
-    public String toString() {
-        QgaChannel ch = channel;
-        return closed ? "closed" : ch == null ? "not connected"
-                : ch.closed() != null ? "connection closed: " + ch.closed().reason() : "connected";
-    }
-
-    // ---------------------------------------------------------------- the protocol
+    // ---------------------------------------------------------------- requests
 
     /**
-     * Sends one command and returns its {@code return} value; throws {@link AgentError} with the agent's error
-     * class and description, {@link WaitTimeoutException} or {@link GuestException}. {@code what} adds to the
-     * command's name in messages.
+     * Sends one command and returns its {@code return} value; throws {@link AgentError} with the agent's
+     * error class and description, {@link WaitTimeoutException}, {@link MachineClosedException} (closed, or
+     * the VMM is gone) or {@link GuestException}. {@code what} adds to the command's name in messages.
      */
     JsonNode request(String command, ObjectNode args, Deadline deadline, String what) {
         if (!tryLock(deadline)) throw busy(command, what, deadline);
@@ -164,12 +154,69 @@ final class QgaSession {
                             + ": " + Text.tail(problem.getMessage(), 300)
                             + (problem.getCause() != null ? " (" + problem.getCause().getMessage() + ")" : ""), null, problem);
                 }
-                case Closed c -> throw closedException(c, "waiting for " + command + what);
+                case Closed c -> throw closedFailure(c, "while waiting for " + command + what);
             };
         } finally {
             lock.unlock();
         }
     }
+
+    /**
+     * Sends {@code guest-shutdown} (powerdown). The agent answers only failures, so success is silence or
+     * the connection closing within a short moment; an error reply is a {@link GuestException}.
+     */
+    void shutdown(Deadline deadline) {
+        String command = "guest-shutdown";
+        if (!tryLock(deadline)) throw busy(command, "", deadline);
+        try {
+            QgaChannel ch = usableChannel(command);
+            if (!inStep || ch.hasUnread()) sync(ch, deadline, command);
+            ObjectNode args = JsonFramer.JSON.createObjectNode().put("mode", "powerdown");
+            send(ch, message(command, args), command, "", deadline);
+            inStep = false; // a late error reply may still come; resync before anything else
+            Deadline brief = Deadline.after(SHUTDOWN_REPLY_WAIT);
+            Inbound in = next(ch, brief.remainingNanos(), command);
+            if (in instanceof Reply(ObjectNode reply) && reply.has("error")) {
+                throw agentError(command, "", reply.get("error"));
+            }
+            log.debug("guest agent of {} accepted guest-shutdown ({})", name, in == null ? "no reply" : in);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Closes the connection and stops its reader; calls under way and later fail at once with
+     * {@link MachineClosedException} carrying {@code reason}. The first reason stays.
+     */
+    void close(String reason) {
+        Objects.requireNonNull(reason, "reason");
+        synchronized (this) {
+            if (closedReason == null) closedReason = reason;
+        }
+        // After closedReason is set: a connect() racing with this either is seen here or sees closedReason.
+        QgaChannel ch = channel;
+        if (ch != null) ch.close("the client was closed: " + closedReason);
+        wakeLock.lock();
+        try {
+            woken.signalAll();
+        } finally {
+            wakeLock.unlock();
+        }
+    }
+
+    /** Why the session was closed, or null while it is open. */
+    String closedReason() { return closedReason; }
+
+    @Override
+    public String toString() {
+        QgaChannel ch = channel;
+        String reason = closedReason;
+        return reason != null ? "closed (" + reason + ")" : ch == null ? "not connected"
+                : ch.closed() != null ? "connection closed: " + ch.closed().reason() : "connected";
+    }
+
+    // ---------------------------------------------------------------- the protocol
 
     /**
      * Brings the stream into step: 0xFF (the agent's parser drops whatever partial input it holds and
@@ -191,7 +238,7 @@ final class QgaSession {
                 id = sendSync(ch, deadline);
                 resendAt = System.nanoTime() + SYNC_RESEND.toNanos();
             } else if (in instanceof Closed c) {
-                throw closedException(c, "waiting for guest-sync-delimited" + what);
+                throw closedFailure(c, "while waiting for guest-sync-delimited" + what);
             } else if (in instanceof Reply(ObjectNode reply) && reply.path("return").isIntegralNumber()
                     && reply.get("return").asLong() == id) {
                 inStep = true;
@@ -219,23 +266,28 @@ final class QgaSession {
             ch.send(bytes, limit);
         } catch (IOException e) {
             Closed c = ch.closed();
-            if (c != null && c.writeTimedOut()) {
+            if (c != null && c.writeTimedOut() && closedReason == null) {
                 throw new WaitTimeoutException("guest agent of " + name + " to take " + command
                         + what + " (" + c.reason() + ")", limit, consoleTail.get(), e);
             }
-            throw closedException(c != null ? c : new Closed(e.getMessage(), e, false), "sending " + command + what);
+            throw closedFailure(c != null ? c : new Closed(e.getMessage(), e, false), "while sending " + command + what);
         }
     }
 
+    /** The next reply (or garbage, or the end). */
     private Inbound next(QgaChannel ch, long nanos, String waitingFor) {
         try {
             return ch.next(nanos);
         } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            inStep = false;
-            throw new GuestException("interrupted while waiting for the guest agent of " + name + " to answer " + waitingFor,
-                    null, e);
+            throw interrupted(waitingFor, e);
         }
+    }
+
+    private GuestException interrupted(String waitingFor, InterruptedException e) {
+        Thread.currentThread().interrupt();
+        inStep = false;
+        return new GuestException("interrupted while waiting for the guest agent of " + name + " to answer " + waitingFor,
+                null, e);
     }
 
     private static byte[] message(String command, ObjectNode args) {
@@ -246,31 +298,31 @@ final class QgaSession {
 
     /** The open channel, connecting once if there is none yet; a closed one fails at once. */
     private QgaChannel usableChannel(String forWhat) {
-        ensureNotClosed();
+        ensureNotClosed("before " + forWhat);
         QgaChannel ch = channel;
         if (ch == null) {
             try {
                 ch = connect();
+            } catch (MachineClosedException e) {
+                throw e;
             } catch (RuntimeException e) {
                 throw new GuestException("cannot connect to the guest agent of " + name + " for " + forWhat + ": " + e,
                         null, e);
             }
         }
         Closed c = ch.closed();
-        if (c != null) throw closedException(c, "before " + forWhat);
+        if (c != null) throw closedFailure(c, "before " + forWhat);
         return ch;
     }
 
+    /** Under lock. */
     private QgaChannel connect() {
         QgaChannel old = channel;
-        if (old != null) old.close();
+        if (old != null) old.close("replaced by a new connection");
         SocketChannel sc = Objects.requireNonNull(connector.get(), "the connector returned no channel");
+        QgaChannel ch;
         try {
-            QgaChannel ch = new QgaChannel(sc, name);
-            channel = ch;
-            connection++;
-            inStep = false;
-            return ch;
+            ch = new QgaChannel(sc, name);
         } catch (IOException e) {
             try {
                 sc.close();
@@ -279,10 +331,18 @@ final class QgaSession {
             }
             throw new GuestException("cannot set up the connection to the guest agent of " + name + ": " + e, null, e);
         }
+        channel = ch;
+        connection++;
+        inStep = false;
+        if (closedReason != null) { // close() ran meanwhile and may not have seen this channel
+            ch.close("the client was closed: " + closedReason);
+            throw closedFailure(null, "while connecting");
+        }
+        return ch;
     }
 
-    private void ensureNotClosed() {
-        if (closed) throw new GuestException("the guest agent client of " + name + " is closed");
+    private void ensureNotClosed(String doing) {
+        if (closedReason != null) throw closedFailure(null, doing);
     }
 
     private boolean tryLock(Deadline deadline) {
@@ -294,13 +354,31 @@ final class QgaSession {
         }
     }
 
-    private GuestException closedException(Closed c, String doing) {
-        String tail = consoleTail.get();
+    /**
+     * The failure of a call that found the session closed or its connection ended ({@code c}, null when it
+     * never got that far). The cause comes first, whichever was noticed first: the VMM being gone (its state),
+     * then the session being closed (its reason); both are {@link MachineClosedException}. A connection that
+     * ended under a live VMM is a {@link GuestException}.
+     */
+    KilnException closedFailure(Closed c, String doing) {
         String vmm = vmmState.get();
+        String reason = closedReason;
+        String tail = consoleTail.get();
+        String console = tail == null || tail.isBlank() ? ""
+                : "\n  console tail:\n    " + Text.tail(tail, 2000).strip().replace("\n", "\n    ");
+        Throwable cause = c == null ? null : c.cause();
+        if (vmm != null) {
+            String how = reason != null ? "the client was closed (" + reason + ")"
+                    : "the connection closed (" + c.reason() + ")";
+            return new MachineClosedException("guest agent of " + name + " unreachable " + doing + ": " + vmm
+                    + "; " + how + console, cause);
+        }
+        if (reason != null) {
+            return new MachineClosedException("the guest agent client of " + name + " was closed (" + reason + ") "
+                    + doing, cause);
+        }
         return new GuestException("the guest agent connection of " + name + " closed (" + c.reason() + ") " + doing
-                + (vmm == null ? "" : ": " + vmm)
-                + (tail == null || tail.isBlank() ? "" : "\n  console tail:\n    "
-                        + Text.tail(tail, 2000).strip().replace("\n", "\n    ")), null, c.cause());
+                + console, null, cause);
     }
 
     /** Nothing was sent: another call held the connection for the whole time. */
@@ -331,17 +409,6 @@ final class QgaSession {
         AgentError(String message, String errorClass, String desc) {
             super(message, errorClass, null);
             this.desc = desc;
-        }
-    }
-
-    /** Waits between requests. */
-    void pause(long nanos) {
-        if (nanos <= 0) return;
-        try {
-            Thread.sleep(Duration.ofNanos(nanos));
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new GuestException("interrupted while waiting for the guest agent", null, e);
         }
     }
 }

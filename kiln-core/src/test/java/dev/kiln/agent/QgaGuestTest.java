@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.GuestException;
+import dev.kiln.MachineClosedException;
 import dev.kiln.WaitTimeoutException;
 import dev.kiln.support.JsonFramer;
 import dev.kiln.support.ProtocolException;
@@ -33,9 +34,14 @@ import java.util.HexFormat;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.concurrent.locks.LockSupport;
+import java.util.function.BooleanSupplier;
+import java.util.function.Supplier;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -452,12 +458,127 @@ class QgaGuestTest {
     }
 
     @Test
-    void closeIsIdempotentAndLaterRequestsFailAtOnce() {
+    void closeIsIdempotentAndLaterRequestsFailAtOnceWithTheReason() {
         ready();
+        guest.close("machine vm-1 closed by the test");
+        guest.close("a later reason, not kept");
         guest.close();
-        guest.close();
-        assertThatThrownBy(() -> guest.exec("true")).isInstanceOf(GuestException.class).hasMessageContaining("closed");
-        assertThatThrownBy(guest::ping).isInstanceOf(GuestException.class);
+        assertThatThrownBy(() -> guest.exec("true")).isInstanceOf(MachineClosedException.class)
+                .hasMessageContaining("closed (machine vm-1 closed by the test)")
+                .hasMessageContaining("guest-exec");
+        assertThatThrownBy(guest::ping).isInstanceOf(MachineClosedException.class);
+        assertThatThrownBy(() -> guest.awaitReady(READY)).isInstanceOf(MachineClosedException.class)
+                .hasMessageContaining("machine vm-1 closed by the test");
+        assertThat(guest.toString()).contains("closed (machine vm-1 closed by the test)");
+    }
+
+    @Test
+    void closingWithAReasonFailsAnExecUnderWayAtOnce() throws Exception {
+        ready();
+        Path pidFile = tmp.resolve("sleep.pid");
+        try (var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            Future<ExecResult> running = pool.submit(() -> guest.exec(sleeper(pidFile)));
+            long pid = awaitPid(pidFile, running);
+            try {
+                guest.close("machine vm-1 closed by the test");
+                assertThatThrownBy(() -> running.get(5, TimeUnit.SECONDS))
+                        .isInstanceOf(ExecutionException.class).cause()
+                        .isInstanceOf(MachineClosedException.class)
+                        .hasMessageContaining("was closed (machine vm-1 closed by the test)")
+                        .hasMessageContaining("sleep 30");
+            } finally {
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+            }
+        }
+    }
+
+    /** The VMM dies and its end closes the connection under the exec, before anything closes the client. */
+    @Test
+    void theVmmDyingUnderAnExecIsAMachineClosedExceptionNamingItsState() throws Exception {
+        agent = HostQemuGa.start(tmp);
+        HostQemuGa vmm = agent;
+        guest = agent.guest(() -> vmm.exitState(Duration.ofSeconds(5))).awaitReady(READY);
+        Path pidFile = tmp.resolve("sleep.pid");
+        try (var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            Future<ExecResult> running = pool.submit(() -> guest.exec(sleeper(pidFile)));
+            long pid = awaitPid(pidFile, running);
+            try {
+                agent.kill();
+                assertThatThrownBy(() -> running.get(10, TimeUnit.SECONDS))
+                        .isInstanceOf(ExecutionException.class).cause()
+                        .isInstanceOf(MachineClosedException.class)
+                        .hasMessageContaining("qemu-ga pid " + vmm.pid() + " killed by signal 9")
+                        .hasMessageContaining("connection closed");
+            } finally {
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+            }
+        }
+        // the machine's clean-up closes the client afterwards: later calls still name the VMM's death
+        guest.close("machine vm-1 cleaned up");
+        assertThatThrownBy(() -> guest.exec("true")).isInstanceOf(MachineClosedException.class)
+                .hasMessageContaining("killed by signal 9")
+                .hasMessageContaining("machine vm-1 cleaned up");
+    }
+
+    /**
+     * The other order: the VMM is dead and the machine's clean-up closes the client before the exec notices
+     * anything (the agent is left running here, so the close is all the exec can see). It names the VMM's death.
+     */
+    @Test
+    void aClientClosedAfterTheVmmDiedNamesTheVmmsDeath() throws Exception {
+        agent = HostQemuGa.start(tmp);
+        AtomicReference<String> vmmState = new AtomicReference<>();
+        guest = agent.guest(vmmState::get).awaitReady(READY);
+        Path pidFile = tmp.resolve("sleep.pid");
+        try (var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            Future<ExecResult> running = pool.submit(() -> guest.exec(sleeper(pidFile)));
+            long pid = awaitPid(pidFile, running);
+            try {
+                vmmState.set("QEMU vm-1 killed by SIGKILL");
+                guest.close("machine vm-1 cleaned up");
+                assertThatThrownBy(() -> running.get(5, TimeUnit.SECONDS))
+                        .isInstanceOf(ExecutionException.class).cause()
+                        .isInstanceOf(MachineClosedException.class)
+                        .hasMessageContaining("QEMU vm-1 killed by SIGKILL")
+                        .hasMessageContaining("machine vm-1 cleaned up");
+            } finally {
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+            }
+        }
+    }
+
+    /** A command that writes its pid to {@code pidFile}, then sleeps 30 s as that pid. */
+    private static ExecRequest sleeper(Path pidFile) {
+        return ExecRequest.of("sh", "-c", "echo $$ > \"$1\"; exec sleep 30", "sh", pidFile.toString()).build();
+    }
+
+    /** Waits until the command under {@code running} has written its pid: from then on the exec is under way. */
+    private static long awaitPid(Path pidFile, Future<?> running) {
+        awaitCondition("the command to write its pid to " + pidFile, () -> readPid(pidFile) > 0 || running.isDone(),
+                () -> running.isDone() ? "the exec ended: " + running.state() : "no pid yet");
+        assertThat(running).as("the exec is under way").isNotDone();
+        return readPid(pidFile);
+    }
+
+    private static long readPid(Path pidFile) {
+        try {
+            String s = Files.exists(pidFile) ? Files.readString(pidFile) : "";
+            return s.endsWith("\n") ? Long.parseLong(s.strip()) : 0;
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Polls a condition every millisecond until it holds; fails after 10 s saying what was awaited and seen. */
+    static void awaitCondition(String what, BooleanSupplier condition, Supplier<String> seen) {
+        long end = System.nanoTime() + READY.toNanos();
+        while (!condition.getAsBoolean()) {
+            if (System.nanoTime() - end > 0) {
+                throw new AssertionError("timed out after " + READY.toSeconds() + " s waiting for " + what
+                        + "; last seen: " + seen.get());
+            }
+            LockSupport.parkNanos(1_000_000);
+        }
     }
 
     @Test
