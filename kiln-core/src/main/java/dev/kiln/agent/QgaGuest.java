@@ -61,14 +61,24 @@ public final class QgaGuest implements Guest, AutoCloseable {
     public String name() { return session.name(); }
 
     /**
-     * Connects (retrying while the socket is missing or refuses) and sends {@code guest-sync-delimited}
-     * every 200 ms until the agent answers it: the agent may not be listening yet, and QEMU drops bytes
-     * written to a virtio-serial port nobody has open. Reconnects when the connection closed.
+     * Connects (retrying while the socket is missing or refuses) and sends {@code guest-sync-delimited} until
+     * the agent answers: the agent may not be listening yet, and QEMU drops bytes written to a virtio-serial
+     * port nobody has open. Resends back off from 1 ms to every 50 ms; {@link #nudge()} resends at once.
+     * Reconnects when the connection closed. On timeout, the message says how the last attempt failed.
      */
     @Override
     public QgaGuest awaitReady(Duration timeout) {
         session.awaitReady(timeout);
         return this;
+    }
+
+    /**
+     * Wakes an {@link #awaitReady} in progress to resend its sync (or reconnect) at once; call it when the VMM
+     * reports that the guest opened the agent's port (QEMU's {@code VSERPORT_CHANGE}). Without one in
+     * progress it does nothing.
+     */
+    public void nudge() {
+        session.nudge();
     }
 
     /**
@@ -144,6 +154,12 @@ public final class QgaGuest implements Guest, AutoCloseable {
      */
     public void close(String reason) {
         session.close(reason);
+    }
+
+    /** For tests: the resend schedule of readiness syncs. */
+    QgaGuest readyResend(Duration first, Duration cap) {
+        session.readyResend(first, cap);
+        return this;
     }
 
     @Override

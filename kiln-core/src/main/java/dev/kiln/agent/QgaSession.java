@@ -11,6 +11,7 @@ import dev.kiln.agent.QgaChannel.Closed;
 import dev.kiln.agent.QgaChannel.Garbage;
 import dev.kiln.agent.QgaChannel.Inbound;
 import dev.kiln.agent.QgaChannel.Reply;
+import dev.kiln.agent.QgaChannel.Wake;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.JsonFramer;
 import org.slf4j.Logger;
@@ -42,7 +43,21 @@ import java.util.function.Supplier;
 final class QgaSession {
     private static final Logger log = LoggerFactory.getLogger(QgaSession.class);
 
-    private static final Duration SYNC_RESEND = Duration.ofMillis(200);
+    /**
+     * A sync on a connection that has never answered is resent after 1 ms, then after twice as long each
+     * time, up to every 50 ms: the agent may not have opened its port yet, and QEMU drops what is written to
+     * a port nobody has open, so only a resend after the agent opens it is answered. Starting at 1 ms catches
+     * an agent that opens its port right away; the cap bounds how late readiness is seen (it was a fixed
+     * 200 ms) at 20 tiny writes a second while the guest boots, which QEMU discards. {@link #nudge()} resends
+     * at once when the VMM reports the port opened.
+     */
+    static final Duration READY_RESEND_FIRST = Duration.ofMillis(1);
+    static final Duration READY_RESEND_CAP = Duration.ofMillis(50);
+    /**
+     * A resync on a connection that has answered before (after a timed-out request or garbage) is resent every
+     * 200 ms: the agent has its port open and drops nothing, so a resend only adds work for a slow agent.
+     */
+    private static final long RESYNC_RESEND_NANOS = TimeUnit.MILLISECONDS.toNanos(200);
     private static final Duration WRITE_FLOOR = Duration.ofSeconds(10);
     private static final Duration SHUTDOWN_REPLY_WAIT = Duration.ofMillis(500);
     static final String NO_REASON = "no reason given";
@@ -56,11 +71,15 @@ final class QgaSession {
     private volatile QgaChannel channel;   // written under lock
     private volatile long connection;      // counts connections made; written under lock
     private boolean inStep;                // guarded by lock
+    private boolean answered;              // the current connection answered a sync; guarded by lock
     private volatile String closedReason;
+    private volatile long readyFirstNanos = READY_RESEND_FIRST.toNanos();
+    private volatile long readyCapNanos = READY_RESEND_CAP.toNanos();
 
-    /** Cuts pauses between requests short when the session is closed. */
+    /** Wakes awaitReady's pause between connection attempts (on nudge or close), and pauses on close. */
     private final ReentrantLock wakeLock = new ReentrantLock();
     private final Condition woken = wakeLock.newCondition();
+    private long nudges; // guarded by wakeLock
 
     QgaSession(Supplier<SocketChannel> connector, Supplier<String> consoleTail, Supplier<String> vmmState, String name) {
         this.connector = Objects.requireNonNull(connector, "connector");
@@ -76,36 +95,113 @@ final class QgaSession {
     /** Counts the connections made: what is learnt about the agent holds for one connection. */
     long connection() { return connection; }
 
+    /** For tests: the resend schedule of a sync on a connection that has not answered yet. */
+    void readyResend(Duration first, Duration cap) {
+        readyFirstNanos = first.toNanos();
+        readyCapNanos = Math.max(first.toNanos(), cap.toNanos());
+    }
+
     // ---------------------------------------------------------------- readiness
 
     /**
      * Connects (retrying while the socket is missing or refuses) and syncs until the agent answers; reconnects
-     * when the connection closed.
+     * when the connection closed. Connection attempts back off like the sync resends; {@link #nudge()} cuts
+     * either wait short.
      */
     void awaitReady(Duration timeout) {
         Deadline deadline = Deadline.after(timeout);
-        RuntimeException last = null;
-        while (!deadline.expired()) {
+        long pauseNanos = readyFirstNanos;
+        String last = null;
+        RuntimeException lastError = null;
+        while (true) {
             ensureNotClosed("before guest-sync-delimited");
-            if (!tryLock(deadline)) break;
+            long nudgesBefore = nudgeCount();
+            if (!tryLock(deadline)) {
+                last = "another call held the connection all the time";
+                break;
+            }
+            SyncAttempt attempt = new SyncAttempt();
             try {
                 QgaChannel ch = channel;
                 if (ch == null || ch.closed() != null) ch = connect();
-                sync(ch, deadline, "");
+                attempt.connected = true;
+                sync(ch, deadline, "", attempt);
                 return;
             } catch (MachineClosedException e) {
                 throw e;
-            } catch (WaitTimeoutException e) {
-                break;
             } catch (RuntimeException e) {
-                last = e; // no socket yet, refused, or the connection closed under us: try again
-                log.debug("guest agent of {} not ready yet: {}", name, e.toString());
+                // no socket yet, refused, the connection closed under us, or the deadline passed while syncing
+                last = attempt.describe(e);
+                lastError = attempt.describesSilence(e) ? null : e; // its own message would say "stopped answering"
+                log.debug("guest agent of {} not ready yet: {}", name, last);
             } finally {
                 lock.unlock();
             }
-            pause(Math.min(TimeUnit.MILLISECONDS.toNanos(50), deadline.remainingNanos()));
+            if (deadline.expired()) break;
+            pauseUnlessNudged(Math.min(pauseNanos, deadline.remainingNanos()), nudgesBefore);
+            pauseNanos = Math.min(pauseNanos * 2, readyCapNanos);
         }
-        throw new WaitTimeoutException("guest agent to answer guest-sync", timeout, consoleTail.get(), last);
+        throw new WaitTimeoutException("the guest agent of " + name + " to answer guest-sync-delimited"
+                + (last == null ? "" : "; last attempt: " + last), deadline.total(), consoleTail.get(), lastError);
+    }
+
+    /** What one readiness attempt got to, for the message when readiness times out. */
+    private static final class SyncAttempt {
+        boolean connected;
+        int sent;
+        int discarded;
+        String lastDiscarded;
+
+        boolean describesSilence(RuntimeException e) {
+            return connected && sent > 0 && e instanceof WaitTimeoutException;
+        }
+
+        String describe(RuntimeException e) {
+            if (!connected) return "cannot connect: " + e.getMessage();
+            if (!describesSilence(e)) return e.getMessage();
+            return "connected, sent guest-sync-delimited " + sent + (sent == 1 ? " time" : " times")
+                    + (discarded == 0 ? ", no reply at all" : ", no reply with the latest id (" + discarded
+                    + " other " + (discarded == 1 ? "reply" : "replies") + " discarded, the last: " + lastDiscarded + ")");
+        }
+    }
+
+    /**
+     * Wakes an {@link #awaitReady} in progress to resend its sync at once, or to retry connecting at once:
+     * for when the VMM reports that the guest opened the agent's port. Does nothing otherwise.
+     */
+    void nudge() {
+        QgaChannel ch = channel;
+        if (ch != null) ch.wake();
+        wakeLock.lock();
+        try {
+            nudges++;
+            woken.signalAll();
+        } finally {
+            wakeLock.unlock();
+        }
+    }
+
+    private long nudgeCount() {
+        wakeLock.lock();
+        try {
+            return nudges;
+        } finally {
+            wakeLock.unlock();
+        }
+    }
+
+    /** Waits {@code nanos}, or less when nudged since {@code nudgesBefore} or closed. */
+    private void pauseUnlessNudged(long nanos, long nudgesBefore) {
+        wakeLock.lock();
+        try {
+            long left = nanos;
+            while (left > 0 && nudges == nudgesBefore && closedReason == null) left = woken.awaitNanos(left);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new GuestException("interrupted while waiting for the guest agent of " + name, null, e);
+        } finally {
+            wakeLock.unlock();
+        }
     }
 
     /** Waits {@code nanos} between requests, or less when the session is closed (the next request says so). */
@@ -133,7 +229,7 @@ final class QgaSession {
         if (!tryLock(deadline)) throw busy(command, what, deadline);
         try {
             QgaChannel ch = usableChannel(command + what);
-            if (!inStep || ch.hasUnread()) sync(ch, deadline, command + what);
+            if (!inStep || ch.hasUnread()) sync(ch, deadline, command + what, null);
             send(ch, message(command, args), command, what, deadline);
             Inbound in = next(ch, deadline.remainingNanos(), command + what);
             return switch (in) {
@@ -155,6 +251,7 @@ final class QgaSession {
                             + (problem.getCause() != null ? " (" + problem.getCause().getMessage() + ")" : ""), null, problem);
                 }
                 case Closed c -> throw closedFailure(c, "while waiting for " + command + what);
+                case Wake w -> throw new IllegalStateException("next() passes no wake-ups"); // cannot happen
             };
         } finally {
             lock.unlock();
@@ -170,7 +267,7 @@ final class QgaSession {
         if (!tryLock(deadline)) throw busy(command, "", deadline);
         try {
             QgaChannel ch = usableChannel(command);
-            if (!inStep || ch.hasUnread()) sync(ch, deadline, command);
+            if (!inStep || ch.hasUnread()) sync(ch, deadline, command, null);
             ObjectNode args = JsonFramer.JSON.createObjectNode().put("mode", "powerdown");
             send(ch, message(command, args), command, "", deadline);
             inStep = false; // a late error reply may still come; resync before anything else
@@ -221,42 +318,57 @@ final class QgaSession {
     /**
      * Brings the stream into step: 0xFF (the agent's parser drops whatever partial input it holds and
      * answers the stray byte with an error) and {@code guest-sync-delimited} with a fresh id, resent with a
-     * new id after each 200 ms of silence. Only the latest id counts, so once it arrives every earlier
-     * reply has been read and discarded.
+     * new id on the schedule described at {@link #READY_RESEND_FIRST} (or every 200 ms on a connection that
+     * answered before), and at once when {@linkplain #nudge() nudged}. Only the latest id counts, so once it
+     * arrives every earlier reply has been read and discarded.
+     *
+     * @param attempt counts what happened, for awaitReady's message; null for a resync before a request
      */
-    private void sync(QgaChannel ch, Deadline deadline, String before) {
+    private void sync(QgaChannel ch, Deadline deadline, String before, SyncAttempt attempt) {
         String what = before.isEmpty() ? "" : " before " + before;
-        ch.discardUnread();
-        long id = sendSync(ch, deadline);
-        long resendAt = System.nanoTime() + SYNC_RESEND.toNanos();
+        long first = answered ? RESYNC_RESEND_NANOS : readyFirstNanos;
+        long cap = answered ? RESYNC_RESEND_NANOS : readyCapNanos;
+        long interval = first;
+        ch.discardUnread(); // stale wake-ups too: the sync goes out now anyway
+        long id = sendSync(ch, deadline, attempt);
+        long resendAt = System.nanoTime() + interval;
         while (true) {
             long left = deadline.remainingNanos();
             if (left == 0) throw timeout("guest-sync-delimited", what, deadline);
-            Inbound in = next(ch, Math.min(left, Math.max(0, resendAt - System.nanoTime())), "guest-sync-delimited");
-            if (in == null) {
-                if (deadline.expired()) throw timeout("guest-sync-delimited", what, deadline);
-                id = sendSync(ch, deadline);
-                resendAt = System.nanoTime() + SYNC_RESEND.toNanos();
+            Inbound in = nextOrWake(ch, Math.min(left, Math.max(0, resendAt - System.nanoTime())));
+            if (in == null || in instanceof Wake) {
+                if (in == null && deadline.expired()) throw timeout("guest-sync-delimited", what, deadline);
+                // A wake-up means the agent just opened its port: start over from the shortest wait.
+                interval = in == null ? Math.min(interval * 2, cap) : first;
+                id = sendSync(ch, deadline, attempt);
+                resendAt = System.nanoTime() + interval;
             } else if (in instanceof Closed c) {
                 throw closedFailure(c, "while waiting for guest-sync-delimited" + what);
             } else if (in instanceof Reply(ObjectNode reply) && reply.path("return").isIntegralNumber()
                     && reply.get("return").asLong() == id) {
                 inStep = true;
+                answered = true;
                 return;
             } else {
                 log.debug("guest agent of {}: discarding {} while resynchronising", name, in);
-                resendAt = System.nanoTime() + SYNC_RESEND.toNanos();
+                if (attempt != null) {
+                    attempt.discarded++;
+                    attempt.lastDiscarded = Text.tail(in.toString(), 200);
+                }
+                // The agent is answering: give the latest sync's answer the time it needs.
+                resendAt = System.nanoTime() + interval;
             }
         }
     }
 
-    private long sendSync(QgaChannel ch, Deadline deadline) {
+    private long sendSync(QgaChannel ch, Deadline deadline, SyncAttempt attempt) {
         long id = ThreadLocalRandom.current().nextLong(1, 1L << 53);
         byte[] body = message("guest-sync-delimited", JsonFramer.JSON.createObjectNode().put("id", id));
         byte[] bytes = new byte[body.length + 1];
         bytes[0] = (byte) 0xFF;
         System.arraycopy(body, 0, bytes, 1, body.length);
         send(ch, bytes, "guest-sync-delimited", "", deadline);
+        if (attempt != null) attempt.sent++;
         return id;
     }
 
@@ -274,12 +386,20 @@ final class QgaSession {
         }
     }
 
-    /** The next reply (or garbage, or the end). */
+    /** The next reply (or garbage, or the end), passing over wake-ups, which only a sync heeds. */
     private Inbound next(QgaChannel ch, long nanos, String waitingFor) {
         try {
             return ch.next(nanos);
         } catch (InterruptedException e) {
             throw interrupted(waitingFor, e);
+        }
+    }
+
+    private Inbound nextOrWake(QgaChannel ch, long nanos) {
+        try {
+            return ch.nextOrWake(nanos);
+        } catch (InterruptedException e) {
+            throw interrupted("guest-sync-delimited", e);
         }
     }
 
@@ -334,6 +454,7 @@ final class QgaSession {
         channel = ch;
         connection++;
         inStep = false;
+        answered = false;
         if (closedReason != null) { // close() ran meanwhile and may not have seen this channel
             ch.close("the client was closed: " + closedReason);
             throw closedFailure(null, "while connecting");

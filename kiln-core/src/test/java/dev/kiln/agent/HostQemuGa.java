@@ -10,6 +10,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.LockSupport;
 import java.util.function.Supplier;
 
 /**
@@ -69,6 +70,25 @@ final class HostQemuGa implements AutoCloseable {
             return SocketChannel.open(UnixDomainSocketAddress.of(socket));
         } catch (IOException e) {
             throw new UncheckedIOException("cannot connect to " + socket, e);
+        }
+    }
+
+    /**
+     * Connects once the agent listens, retrying every millisecond while its socket is missing or refuses; fails
+     * after {@code timeout} with the agent's log.
+     */
+    SocketChannel connectWhenListening(Duration timeout) {
+        long end = System.nanoTime() + timeout.toNanos();
+        while (true) {
+            try {
+                return SocketChannel.open(UnixDomainSocketAddress.of(socket));
+            } catch (IOException e) {
+                if (!process.isAlive() || System.nanoTime() - end > 0) {
+                    throw new AssertionError("qemu-ga did not listen on " + socket + " within " + timeout
+                            + (process.isAlive() ? "" : " (it exited)") + "; last: " + e + "; its log:\n" + logText(), e);
+                }
+                LockSupport.parkNanos(1_000_000);
+            }
         }
     }
 

@@ -38,6 +38,8 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.locks.LockSupport;
 import java.util.function.BooleanSupplier;
@@ -100,7 +102,7 @@ class QgaGuestTest {
 
     /** A fake stands in for QEMU with no agent behind the port: a socket that accepts and never answers. */
     @Test
-    void awaitReadyTimesOutAgainstASilentPeerNamingWhatItAwaited() throws Exception {
+    void awaitReadyTimesOutAgainstASilentPeerNamingWhatItAwaitedAndTheLastAttempt() throws Exception {
         Path sock = tmp.resolve("silent.sock");
         try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
             server.bind(UnixDomainSocketAddress.of(sock));
@@ -108,10 +110,78 @@ class QgaGuestTest {
             long t0 = System.nanoTime();
             assertThatThrownBy(() -> guest.awaitReady(Duration.ofMillis(700)))
                     .isInstanceOf(WaitTimeoutException.class)
-                    .hasMessageContaining("guest agent to answer guest-sync")
+                    .hasMessageContaining("the guest agent of silent to answer guest-sync-delimited")
                     .hasMessageContaining("700 ms")
+                    .hasMessageMatching("(?s).*last attempt: connected, sent guest-sync-delimited \\d+ times, no reply at all.*")
                     .hasMessageContaining("last console line");
             assertThat(Duration.ofNanos(System.nanoTime() - t0)).isLessThan(Duration.ofSeconds(3));
+        }
+    }
+
+    @Test
+    void awaitReadyTimesOutWithoutASocketSayingItCannotConnect() {
+        guest = new QgaGuest(() -> open(tmp.resolve("missing.sock")), () -> "", "no-socket");
+        assertThatThrownBy(() -> guest.awaitReady(Duration.ofMillis(300)))
+                .isInstanceOf(WaitTimeoutException.class)
+                .hasMessageContaining("last attempt: cannot connect")
+                .hasMessageContaining("missing.sock");
+    }
+
+    /** As in a booting guest: QEMU accepts the connection, but drops what is sent until the agent opens its port. */
+    @Test
+    void awaitReadySeesAnAgentThatOpensItsPortLate() throws Exception {
+        try (SerialPortStandIn port = SerialPortStandIn.listen(tmp.resolve("port.sock"));
+             var pool = Executors.newVirtualThreadPerTaskExecutor(); var closing = closingGuest()) {
+            guest = new QgaGuest(port::connect, () -> "", "late-port");
+            Future<QgaGuest> ready = pool.submit(() -> guest.awaitReady(READY));
+            awaitCondition("syncs resent into the unopened port", () -> port.droppedSyncs() >= 3 || ready.isDone(),
+                    () -> ready.isDone() ? "awaitReady ended: " + ready.state() : port.droppedSyncs() + " dropped");
+            assertThat(ready).isNotDone();
+            agent = HostQemuGa.start(tmp.resolve("agent"));
+            port.open(agent.connectWhenListening(READY));
+            assertThat(result(ready, "awaitReady to return once the port opened")).isSameAs(guest);
+            assertThat(guest.exec("echo", "through the port").stdoutText()).isEqualTo("through the port\n");
+        }
+    }
+
+    /** With resends minutes apart, only the nudge can make the sync go out again after the port opened. */
+    @Test
+    void nudgeResendsTheSyncAtOnceWhenThePortOpens() throws Exception {
+        try (SerialPortStandIn port = SerialPortStandIn.listen(tmp.resolve("port.sock"));
+             var pool = Executors.newVirtualThreadPerTaskExecutor(); var closing = closingGuest()) {
+            guest = new QgaGuest(port::connect, () -> "", "nudged").readyResend(Duration.ofMinutes(5), Duration.ofMinutes(5));
+            Future<QgaGuest> ready = pool.submit(() -> guest.awaitReady(Duration.ofMinutes(2)));
+            awaitCondition("the first sync dropped by the unopened port", () -> port.droppedSyncs() >= 1 || ready.isDone(),
+                    () -> ready.isDone() ? "awaitReady ended: " + ready.state() : "nothing dropped yet");
+            agent = HostQemuGa.start(tmp.resolve("agent"));
+            port.open(agent.connectWhenListening(READY));
+            assertThat(ready).isNotDone();
+            guest.nudge();
+            assertThat(result(ready, "awaitReady to return after the nudge")).isSameAs(guest);
+            assertThat(port.droppedSyncs()).as("syncs dropped before the port opened").isEqualTo(1);
+            guest.ping();
+        }
+    }
+
+    /** As with a vsock that refuses until the agent listens: the nudge cuts the pause between connection attempts. */
+    @Test
+    void nudgeRetriesConnectingAtOnce() throws Exception {
+        Path agentDir = tmp.resolve("agent");
+        AtomicInteger attempts = new AtomicInteger();
+        guest = new QgaGuest(() -> {
+            attempts.incrementAndGet();
+            return open(agentDir.resolve("qga.sock"));
+        }, () -> "", "nudged").readyResend(Duration.ofMinutes(5), Duration.ofMinutes(5));
+        try (var pool = Executors.newVirtualThreadPerTaskExecutor(); var closing = closingGuest()) {
+            Future<QgaGuest> ready = pool.submit(() -> guest.awaitReady(Duration.ofMinutes(2)));
+            awaitCondition("a refused connection attempt", () -> attempts.get() >= 1 || ready.isDone(),
+                    () -> ready.isDone() ? "awaitReady ended: " + ready.state() : "no attempt yet");
+            agent = HostQemuGa.start(agentDir);
+            agent.connectWhenListening(READY).close();
+            assertThat(ready).isNotDone();
+            guest.nudge();
+            assertThat(result(ready, "awaitReady to return after the nudge")).isSameAs(guest);
+            assertThat(attempts.get()).isEqualTo(2);
         }
     }
 
@@ -381,7 +451,9 @@ class QgaGuestTest {
         withFakePeer(msg -> "\u00ff{\"return\": " + (msg.path("arguments").path("id").asLong() ^ 1) + "}",
                 fake -> assertThatThrownBy(() -> fake.awaitReady(Duration.ofSeconds(2)))
                         .isInstanceOf(WaitTimeoutException.class)
-                        .hasMessageContaining("guest agent to answer guest-sync"));
+                        .hasMessageContaining("the guest agent of fake-peer to answer guest-sync-delimited")
+                        .hasMessageContaining("no reply with the latest id")
+                        .hasMessageContaining("replies discarded"));
     }
 
     /** Runs {@code test} against a peer that answers each JSON request with {@code reply}'s raw text. */
@@ -476,13 +548,12 @@ class QgaGuestTest {
     void closingWithAReasonFailsAnExecUnderWayAtOnce() throws Exception {
         ready();
         Path pidFile = tmp.resolve("sleep.pid");
-        try (var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+        try (var pool = Executors.newVirtualThreadPerTaskExecutor(); var closing = closingGuest()) {
             Future<ExecResult> running = pool.submit(() -> guest.exec(sleeper(pidFile)));
             long pid = awaitPid(pidFile, running);
             try {
                 guest.close("machine vm-1 closed by the test");
-                assertThatThrownBy(() -> running.get(5, TimeUnit.SECONDS))
-                        .isInstanceOf(ExecutionException.class).cause()
+                assertThat(failure(running, "the exec under way to fail on close"))
                         .isInstanceOf(MachineClosedException.class)
                         .hasMessageContaining("was closed (machine vm-1 closed by the test)")
                         .hasMessageContaining("sleep 30");
@@ -499,25 +570,24 @@ class QgaGuestTest {
         HostQemuGa vmm = agent;
         guest = agent.guest(() -> vmm.exitState(Duration.ofSeconds(5))).awaitReady(READY);
         Path pidFile = tmp.resolve("sleep.pid");
-        try (var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+        try (var pool = Executors.newVirtualThreadPerTaskExecutor(); var closing = closingGuest()) {
             Future<ExecResult> running = pool.submit(() -> guest.exec(sleeper(pidFile)));
             long pid = awaitPid(pidFile, running);
             try {
                 agent.kill();
-                assertThatThrownBy(() -> running.get(10, TimeUnit.SECONDS))
-                        .isInstanceOf(ExecutionException.class).cause()
+                assertThat(failure(running, "the exec under way to fail as the agent dies"))
                         .isInstanceOf(MachineClosedException.class)
                         .hasMessageContaining("qemu-ga pid " + vmm.pid() + " killed by signal 9")
                         .hasMessageContaining("connection closed");
             } finally {
                 ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
             }
+            // the machine's clean-up closes the client afterwards: later calls still name the VMM's death
+            guest.close("machine vm-1 cleaned up");
+            assertThatThrownBy(() -> guest.exec("true")).isInstanceOf(MachineClosedException.class)
+                    .hasMessageContaining("killed by signal 9")
+                    .hasMessageContaining("machine vm-1 cleaned up");
         }
-        // the machine's clean-up closes the client afterwards: later calls still name the VMM's death
-        guest.close("machine vm-1 cleaned up");
-        assertThatThrownBy(() -> guest.exec("true")).isInstanceOf(MachineClosedException.class)
-                .hasMessageContaining("killed by signal 9")
-                .hasMessageContaining("machine vm-1 cleaned up");
     }
 
     /**
@@ -530,14 +600,13 @@ class QgaGuestTest {
         AtomicReference<String> vmmState = new AtomicReference<>();
         guest = agent.guest(vmmState::get).awaitReady(READY);
         Path pidFile = tmp.resolve("sleep.pid");
-        try (var pool = Executors.newVirtualThreadPerTaskExecutor()) {
+        try (var pool = Executors.newVirtualThreadPerTaskExecutor(); var closing = closingGuest()) {
             Future<ExecResult> running = pool.submit(() -> guest.exec(sleeper(pidFile)));
             long pid = awaitPid(pidFile, running);
             try {
                 vmmState.set("QEMU vm-1 killed by SIGKILL");
                 guest.close("machine vm-1 cleaned up");
-                assertThatThrownBy(() -> running.get(5, TimeUnit.SECONDS))
-                        .isInstanceOf(ExecutionException.class).cause()
+                assertThat(failure(running, "the exec under way to fail on close"))
                         .isInstanceOf(MachineClosedException.class)
                         .hasMessageContaining("QEMU vm-1 killed by SIGKILL")
                         .hasMessageContaining("machine vm-1 cleaned up");
@@ -545,6 +614,16 @@ class QgaGuestTest {
                 ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
             }
         }
+    }
+
+    /**
+     * Closes the guest when a test's resources close, before its executor waits for its tasks: a call still
+     * waiting (the test failed) then ends at once instead of holding the executor until its own timeout.
+     */
+    private AutoCloseable closingGuest() {
+        return () -> {
+            if (guest != null) guest.close("the test is over");
+        };
     }
 
     /** A command that writes its pid to {@code pidFile}, then sleeps 30 s as that pid. */
@@ -566,6 +645,29 @@ class QgaGuestTest {
             return s.endsWith("\n") ? Long.parseLong(s.strip()) : 0;
         } catch (IOException e) {
             throw new UncheckedIOException(e);
+        }
+    }
+
+    /** What {@code f} returns, within 10 s. */
+    private static <T> T result(Future<T> f, String what) throws InterruptedException {
+        try {
+            return f.get(READY.toNanos(), TimeUnit.NANOSECONDS);
+        } catch (TimeoutException e) {
+            throw new AssertionError("timed out after " + READY.toSeconds() + " s waiting for " + what, e);
+        } catch (ExecutionException e) {
+            throw new AssertionError("expected " + what + ", but it failed: " + e.getCause(), e.getCause());
+        }
+    }
+
+    /** How {@code f} fails, within 10 s. */
+    private static Throwable failure(Future<?> f, String what) throws InterruptedException {
+        try {
+            Object r = f.get(READY.toNanos(), TimeUnit.NANOSECONDS);
+            throw new AssertionError("expected " + what + ", but it returned " + r);
+        } catch (TimeoutException e) {
+            throw new AssertionError("timed out after " + READY.toSeconds() + " s waiting for " + what, e);
+        } catch (ExecutionException e) {
+            return e.getCause();
         }
     }
 
@@ -655,7 +757,7 @@ class QgaGuestTest {
         try {
             return SocketChannel.open(UnixDomainSocketAddress.of(socket));
         } catch (IOException e) {
-            throw new UncheckedIOException(e);
+            throw new UncheckedIOException("cannot connect to " + socket + " (" + e.getMessage() + ")", e);
         }
     }
 
