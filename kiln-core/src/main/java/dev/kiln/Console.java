@@ -84,6 +84,7 @@ public final class Console implements AutoCloseable {
      */
     private final ReentrantLock teeLock = new ReentrantLock();
     private FileTee fileTee;                              // guarded by teeLock
+    private boolean teesClosed;                           // guarded by teeLock
     private final List<LineTee> lineTees = new ArrayList<>(); // guarded by teeLock
     private final List<String> teeFailures = new CopyOnWriteArrayList<>();
 
@@ -122,8 +123,12 @@ public final class Console implements AutoCloseable {
         FileTee old;
         teeLock.lock();
         try {
-            old = fileTee;
-            fileTee = new FileTee(file, fc);
+            if (teesClosed) {
+                old = new FileTee(file, fc); // the console is closed: nothing more will come
+            } else {
+                old = fileTee;
+                fileTee = new FileTee(file, fc);
+            }
         } finally {
             teeLock.unlock();
         }
@@ -141,7 +146,7 @@ public final class Console implements AutoCloseable {
         LineTee tee = new LineTee(consumer);
         teeLock.lock();
         try {
-            lineTees.add(tee);
+            if (!teesClosed) lineTees.add(tee);
         } finally {
             teeLock.unlock();
         }
@@ -636,6 +641,7 @@ public final class Console implements AutoCloseable {
         try {
             t = fileTee;
             fileTee = null;
+            teesClosed = true;
             lineTees.clear();
         } finally {
             teeLock.unlock();
