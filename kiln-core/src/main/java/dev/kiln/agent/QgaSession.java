@@ -45,11 +45,12 @@ final class QgaSession {
 
     /**
      * A sync on a connection that has never answered is resent after 1 ms, then after twice as long each
-     * time, up to every 50 ms: the agent may not have opened its port yet, and QEMU drops what is written to
-     * a port nobody has open, so only a resend after the agent opens it is answered. Starting at 1 ms catches
-     * an agent that opens its port right away; the cap bounds how late readiness is seen (it was a fixed
-     * 200 ms) at 20 tiny writes a second while the guest boots, which QEMU discards. {@link #nudge()} resends
-     * at once when the VMM reports the port opened.
+     * time, up to every 50 ms (connection attempts are retried on the same schedule): the agent may not have
+     * opened its port yet, and QEMU drops what is written to a port nobody has open, so only a sync sent after
+     * the agent opened it is answered. Starting at 1 ms catches an agent that is about to open its port; the
+     * cap bounds the lag between the agent opening its port and readiness being seen to 50 ms (it was a fixed
+     * 200 ms), for 20 small writes a second while the guest boots, which QEMU discards. {@link #nudge()}
+     * resends at once when the VMM reports the port opened, so with QEMU the cap rarely matters.
      */
     static final Duration READY_RESEND_FIRST = Duration.ofMillis(1);
     static final Duration READY_RESEND_CAP = Duration.ofMillis(50);
