@@ -20,11 +20,11 @@ import java.util.concurrent.TimeUnit;
 /**
  * One connection to a guest agent: a virtual thread reads the channel and queues what arrives (replies,
  * garbage, the end of the connection) for the requester, which polls with its deadline. Knows nothing of
- * the QGA commands; {@link QgaGuest} speaks the protocol on top.
+ * the QGA commands; {@link QgaSession} speaks the protocol on top.
  */
 final class QgaChannel implements AutoCloseable {
-    /** Something the reader saw. */
-    sealed interface Inbound permits Reply, Garbage, Closed {}
+    /** Something the reader saw, or a wake-up. */
+    sealed interface Inbound permits Reply, Garbage, Closed, Wake {}
 
     record Reply(ObjectNode message) implements Inbound {}
 
@@ -33,6 +33,9 @@ final class QgaChannel implements AutoCloseable {
 
     /** The connection ended; every later poll sees this again. */
     record Closed(String reason, Throwable cause, boolean writeTimedOut) implements Inbound {}
+
+    /** Not from the agent: {@link #wake()} asks a waiting sync to resend at once. */
+    record Wake() implements Inbound {}
 
     /** Closes a channel whose write outlives its deadline: a blocking write cannot time out by itself. */
     private static final ScheduledExecutorService WRITE_WATCHDOG = watchdog();
@@ -121,16 +124,31 @@ final class QgaChannel implements AutoCloseable {
         }
     }
 
-    /** The next thing the reader saw, waiting at most {@code nanos}; null when nothing came in time. */
+    /** The next thing the reader saw, waiting at most {@code nanos}; null when nothing came in time. Skips wake-ups. */
     Inbound next(long nanos) throws InterruptedException {
+        long end = System.nanoTime() + nanos;
+        while (true) {
+            Inbound in = nextOrWake(Math.max(0, end - System.nanoTime()));
+            if (!(in instanceof Wake)) return in;
+        }
+    }
+
+    /** {@link #next}, returning a {@link Wake} too. */
+    Inbound nextOrWake(long nanos) throws InterruptedException {
         Inbound in = nanos > 0 ? inbound.poll(nanos, TimeUnit.NANOSECONDS) : inbound.poll();
         if (in instanceof Closed) inbound.add(in); // stays visible to every later poll
         return in;
     }
 
-    /** Whether anything unread is queued: with no request outstanding, that means the stream is out of step. */
+    /** Wakes whoever waits in {@link #nextOrWake}, or the next to wait there. */
+    void wake() {
+        inbound.add(new Wake());
+    }
+
+    /** Whether anything unread came from the agent: with no request outstanding, the stream is out of step. */
     boolean hasUnread() {
-        return !inbound.isEmpty();
+        for (Inbound in : inbound) if (in instanceof Reply || in instanceof Garbage) return true;
+        return false;
     }
 
     /** Drops everything queued except the end of the connection. */
@@ -160,7 +178,12 @@ final class QgaChannel implements AutoCloseable {
 
     @Override
     public void close() {
-        end("the host closed the connection", null, false);
+        close("the host closed the connection");
+    }
+
+    /** Ends the connection with {@code reason} and waits a moment for the reader to finish. */
+    void close(String reason) {
+        end(reason, null, false);
         try {
             reader.join(Duration.ofSeconds(2));
         } catch (InterruptedException e) {

@@ -6,9 +6,12 @@ import java.net.UnixDomainSocketAddress;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.LockSupport;
+import java.util.function.Supplier;
 
 /**
  * A real qemu-guest-agent running on the host, listening on a unix socket in a private directory: the
@@ -70,8 +73,44 @@ final class HostQemuGa implements AutoCloseable {
         }
     }
 
+    /**
+     * Connects once the agent listens, retrying every millisecond while its socket is missing or refuses; fails
+     * after {@code timeout} with the agent's log.
+     */
+    SocketChannel connectWhenListening(Duration timeout) {
+        long end = System.nanoTime() + timeout.toNanos();
+        while (true) {
+            try {
+                return SocketChannel.open(UnixDomainSocketAddress.of(socket));
+            } catch (IOException e) {
+                if (!process.isAlive() || System.nanoTime() - end > 0) {
+                    throw new AssertionError("qemu-ga did not listen on " + socket + " within " + timeout
+                            + (process.isAlive() ? "" : " (it exited)") + "; last: " + e + "; its log:\n" + logText(), e);
+                }
+                LockSupport.parkNanos(1_000_000);
+            }
+        }
+    }
+
     QgaGuest guest() {
-        return new QgaGuest(this::connect, () -> "console tail of the host agent test", "host-qemu-ga");
+        return guest(null);
+    }
+
+    /** A client whose VMM is this agent: {@code vmmState} says what became of it, as a machine's would. */
+    QgaGuest guest(Supplier<String> vmmState) {
+        return new QgaGuest(this::connect, () -> "console tail of the host agent test", vmmState, "host-qemu-ga");
+    }
+
+    /** How the agent ended ("qemu-ga pid 123 killed by signal 9"), waiting up to {@code wait}; null while it runs. */
+    String exitState(Duration wait) {
+        try {
+            if (!process.waitFor(wait.toNanos(), TimeUnit.NANOSECONDS)) return null;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return null;
+        }
+        int code = process.exitValue();
+        return "qemu-ga pid " + process.pid() + (code > 128 ? " killed by signal " + (code - 128) : " exited with " + code);
     }
 
     String logText() {
