@@ -68,7 +68,7 @@ final class ReadinessProbes {
     record ConsoleMatches(Pattern pattern) implements Probe {
         @Override
         public void await(Machine machine, Duration timeout) {
-            machine.console().await(pattern, timeout); // FIXME cursorAtStart once the console has cursors
+            machine.console().cursorAtStart().await(pattern, timeout);
         }
 
         @Override

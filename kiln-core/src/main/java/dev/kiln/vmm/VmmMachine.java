@@ -236,6 +236,7 @@ public abstract class VmmMachine implements Machine {
         if (cancelled != null) {
             return new MachineCancelledException("machine " + id + " was cancelled while starting (" + cancelled + ")", t);
         }
+        if (closeRequested) return new MachineClosedException("machine " + id + " was closed while starting", t);
         if (t instanceof MachineClosedException m) return m;
         if (t instanceof LaunchException l) return l;
         String panic = panicWatch.line().map(l -> "; the guest kernel panicked (" + l + ")").orElse("");
@@ -698,7 +699,7 @@ public abstract class VmmMachine implements Machine {
     @Override
     public final MatchResult awaitVmmLog(Pattern pattern, Duration timeout) {
         MatchResult m = driver.awaitExtraLog(pattern, timeout);
-        return m != null ? m : vmmOutput.await(pattern, timeout); // FIXME cursorAtStart once the console has cursors
+        return m != null ? m : vmmOutput.cursorAtStart().await(pattern, timeout);
     }
 
     @Override

@@ -95,14 +95,25 @@ final class ShellVmm implements VmmDriver {
         return process.signal(Posix.SIGTERM) ? "SIGTERM" : null;
     }
 
+    /** Like QEMU's {@code stop}, returns once the VMM is stopped (a signal is delivered a moment after it is sent). */
     @Override
     public void pause() {
         process.signal(Posix.SIGSTOP);
+        awaitStopped(true);
     }
 
     @Override
     public void resume() {
         process.signal(Posix.SIGCONT);
+        awaitStopped(false);
+    }
+
+    private void awaitStopped(boolean stopped) {
+        Deadline d = Deadline.after(Duration.ofSeconds(10));
+        while (process.isStopped() != stopped) {
+            if (d.expired()) throw new KilnException("the shell VMM is " + (stopped ? "not stopped" : "still stopped") + " after 10 s");
+            Thread.onSpinWait();
+        }
     }
 
     @Override

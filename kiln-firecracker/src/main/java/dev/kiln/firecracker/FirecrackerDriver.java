@@ -493,7 +493,7 @@ final class FirecrackerDriver implements VmmDriver {
         MemoryMonitor m = memoryMonitor;
         if (m != null) m.stop();
         QgaGuest g = guest;
-        if (g != null) g.close();
+        if (g != null) g.close(reason);
         FirecrackerApi a = api;
         if (a != null) a.close(reason);
     }

@@ -96,7 +96,7 @@ final class QemuArguments {
         }
         for (int i = 0; i < options.channels.size(); i++) {
             cl.option("-chardev", QemuOption.of("socket").set("id", "chan" + i).set("path", s.channels().get(i)).toString());
-            cl.option("-device", QemuOption.of("virtserialport").set("chardev", "chan" + i)
+            cl.option("-device", QemuOption.of("virtserialport").set("id", "chanport" + i).set("chardev", "chan" + i)
                     .set("name", options.channels.get(i)).toString());
         }
         spec.vsockCid().ifPresent(cid -> cl.option("-device", QemuOption.of("vhost-vsock-" + mmioOrPci).set("guest-cid", cid).toString()));

@@ -185,7 +185,14 @@ final class QemuDriver implements VmmDriver {
         }
         closeListeners();
         if (spec.userNetwork().isPresent() && qmp != null) userNetworking.readForwards();
-        if (agentPath != null) guest = new QgaGuest(this::connectAgent, () -> launch.console().tail(2000), launch.vmmState(), id);
+        if (agentPath != null) {
+            QgaGuest g = new QgaGuest(this::connectAgent, () -> launch.console().tail(2000), launch.vmmState(), id);
+            // QEMU drops what is written to a port the guest has not opened: sync the moment the agent opens it.
+            if (qmp != null) qmp.onEvent("VSERPORT_CHANGE", e -> {
+                if (AGENT_PORT_ID.equals(e.text("id")) && Boolean.TRUE.equals(e.data().get("open"))) g.nudge();
+            });
+            guest = g;
+        }
     }
 
     /** Accepts QEMU's connection, failing at once if QEMU exits and at the deadline otherwise. */
@@ -229,14 +236,11 @@ final class QemuDriver implements VmmDriver {
         synchronized (listeners) {
             for (ServerSocketChannel s : listeners) {
                 try {
+                    SocketAddress bound = s.getLocalAddress();
                     s.close();
+                    if (bound instanceof UnixDomainSocketAddress u) Files.deleteIfExists(u.getPath());
                 } catch (IOException ignored) {
-                    // closing
-                }
-                try {
-                    if (s.getLocalAddress() instanceof UnixDomainSocketAddress u) Files.deleteIfExists(u.getPath());
-                } catch (IOException ignored) {
-                    // best effort; the work dir goes anyway
+                    // closing; best effort, the work dir goes anyway
                 }
             }
             listeners.clear();
@@ -324,7 +328,7 @@ final class QemuDriver implements VmmDriver {
         closeListeners();
         channels.values().forEach(QemuDriver::closeQuietly);
         QgaGuest g = guest;
-        if (g != null) g.close();
+        if (g != null) g.close(reason);
         Qmp q = qmp;
         if (q != null) q.close(reason);
     }

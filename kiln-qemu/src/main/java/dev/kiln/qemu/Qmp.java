@@ -12,6 +12,11 @@ import java.nio.channels.SocketChannel;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.List;
+import java.util.Objects;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import java.util.concurrent.CompletableFuture;
 
 /**
@@ -32,13 +37,43 @@ public final class Qmp implements AutoCloseable {
     /** How many events not taken yet are kept; beyond, the oldest are dropped (see {@link #droppedEvents()}). */
     public static final int EVENT_QUEUE_CAPACITY = 1000;
 
+    private static final Logger LOG = LoggerFactory.getLogger(Qmp.class);
     private final QmpTranscript transcript = new QmpTranscript();
+    private final List<Listener> listeners = new CopyOnWriteArrayList<>();
     private final QmpEventQueue events;
     private final QmpConnection connection;
 
     private Qmp(String name, SocketChannel channel) throws IOException {
         this.events = new QmpEventQueue(name, EVENT_QUEUE_CAPACITY);
-        this.connection = new QmpConnection(name, channel, transcript, events::add, events::close);
+        this.connection = new QmpConnection(name, channel, transcript, this::received, events::close);
+    }
+
+    /** An event from QEMU: to the listeners (on the reading thread), then to the queue. */
+    private void received(ObjectNode message) {
+        if (!listeners.isEmpty()) {
+            String name = message.path("event").asText();
+            Event event = null;
+            for (Listener l : listeners) {
+                if (!l.name().equals(name)) continue;
+                if (event == null) event = QmpEventDecoder.decode(message);
+                try {
+                    l.action().accept(event);
+                } catch (RuntimeException e) {
+                    LOG.warn("a listener of QMP event {} failed", name, e);
+                }
+            }
+        }
+        events.add(message);
+    }
+
+    private record Listener(String name, Consumer<Event> action) {}
+
+    /**
+     * Runs {@code action} on every event named {@code name} from now on, as it arrives (on the thread reading QMP:
+     * keep it short, and wait for nothing in it), before the event is queued.
+     */
+    public void onEvent(String name, Consumer<Event> action) {
+        listeners.add(new Listener(Objects.requireNonNull(name, "name"), Objects.requireNonNull(action, "action")));
     }
 
     /** Starts reading, awaits the greeting and negotiates capabilities. Closes the channel on failure. */

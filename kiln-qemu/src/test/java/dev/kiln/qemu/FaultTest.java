@@ -5,7 +5,9 @@ import dev.kiln.ExecResult;
 import dev.kiln.GuestException;
 import dev.kiln.GuestImage;
 import dev.kiln.WaitTimeoutException;
+import dev.kiln.MachineClosedException;
 import dev.kiln.MachineState;
+import dev.kiln.Probe;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.os.Posix;
 import org.junit.jupiter.api.AfterEach;
@@ -39,15 +41,15 @@ class FaultTest {
     void vmmKilledDuringAnExecFailsTheExecAtOnceSayingSo() throws Exception {
         try (QemuMachine vm = TestGuests.bootReady(QemuMachine.builder());
              var pool = Executors.newVirtualThreadPerTaskExecutor()) {
-            var running = CompletableFuture.supplyAsync(() -> vm.guest().exec("sleep", "600"), pool);
-            Thread.sleep(1000); // let the exec be under way: spawned, its status being polled
+            var running = CompletableFuture.supplyAsync(() -> vm.guest().exec("sh", "-c", "touch /run/started; exec sleep 600"), pool);
+            TestGuests.awaitGuestFile(vm, "/run/started"); // the exec is under way: spawned, its status being polled
             assertThat(running).isNotDone();
             Posix.kill(vm.pid().orElseThrow(), Posix.SIGKILL);
-            // The bound guards against a hang only; the failure comes as soon as the socket closes.
+            // The bound guards against a hang only; the failure comes as soon as the socket closes. Whichever notices
+            // first (the exec's connection, or the cleanup closing the agent client), the message names the death.
             assertThatThrownBy(() -> running.get(30, TimeUnit.SECONDS))
                     .isInstanceOf(ExecutionException.class).cause()
-                    .isInstanceOf(GuestException.class)
-                    .hasMessageContaining("closed")
+                    .isInstanceOf(MachineClosedException.class)
                     .hasMessageContaining("killed by SIGKILL");
             vm.awaitExit(Duration.ofSeconds(10));
             assertThat(vm.state()).isEqualTo(MachineState.EXITED);
@@ -61,13 +63,15 @@ class FaultTest {
             assertThat(vm.guestPanic()).isEmpty();
             // The exec never returns: the kernel dies under it, and (panic=-1, -no-reboot) QEMU exits.
             assertThatThrownBy(() -> vm.guest().exec("sh", "-c", "echo c > /proc/sysrq-trigger"))
-                    .isInstanceOf(GuestException.class)
+                    .isInstanceOf(MachineClosedException.class)
                     .hasMessageContaining("the guest kernel panicked")
                     .hasMessageContaining("sysrq");
             assertThat(vm.guestPanic()).hasValueSatisfying(line ->
                     assertThat(line).contains("Kernel panic - not syncing").contains("sysrq"));
             vm.awaitExit(Duration.ofSeconds(30));
-            assertThat(vm.state()).as("the state says what happened").isEqualTo(MachineState.PANICKED);
+            assertThat(vm.state()).isEqualTo(MachineState.EXITED);
+            assertThat(vm.transitions()).as("the transitions say what happened")
+                    .anySatisfy(t -> assertThat(t.to()).isEqualTo(MachineState.PANICKED));
             // Queued with QMP's events (QEMU's own GUEST_PANICKED needs a pvpanic device); read after the exit.
             var event = vm.awaitEvent("GUEST_PANICKED", null, Duration.ofSeconds(10));
             assertThat(event.text("line")).contains("sysrq");
@@ -100,9 +104,9 @@ class FaultTest {
         // The console on a virtio-serial port: the serial UART and the hvc console (16-byte writes) each move
         // well under 1 MB/s under TCG, a virtio-serial port a page per write.
         GuestImage image = DefaultImage.get(System.out::println);
+        // The image prints its ready marker on the kernel's console, which is not this port: await the agent only.
         try (QemuMachine vm = QemuMachine.builder().image(image).console("virtserialport,name=org.kiln.flood", 0)
-                .consoleLog(log).start()) {
-            vm.guest().awaitReady(Duration.ofSeconds(120));
+                .consoleLog(log).readiness(Probe.agent()).start()) {
             long before = vm.console().totalBytes();
             long t0 = System.nanoTime();
             // 64-character lines, written by the guest to the port Kiln reads as its console.
@@ -121,8 +125,9 @@ class FaultTest {
                     seen >> 20, seconds, vm.console().transcript().length(), heapGrowth >> 20);
             assertThat(seen).isGreaterThanOrEqualTo(flood);
             assertThat(vm.console().transcript().length()).isLessThanOrEqualTo(dev.kiln.Console.DEFAULT_RETAINED_CHARS);
-            // The retained tail is 4 Mi chars (8 MiB as UTF-16 at most): far below the 100 MiB that went by.
-            assertThat(heapGrowth).isLessThan(48L << 20);
+            // The retained tail is 4 Mi chars (8 MiB as UTF-16 at most), the figure the README gives, and the reader's
+            // buffers are 32 KiB: allow twice the tail for what the collector has not reclaimed yet.
+            assertThat(heapGrowth).isLessThan(16L << 20);
             vm.shutdown(Duration.ofSeconds(30));
         }
         assertThat(Files.size(log)).isGreaterThanOrEqualTo(flood);

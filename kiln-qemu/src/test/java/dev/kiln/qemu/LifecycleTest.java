@@ -42,8 +42,10 @@ class LifecycleTest {
             assertThat(vm.guest().exec("echo", "after resume").stdoutText()).isEqualTo("after resume\n");
 
             vm.guest().exec("sh", "-c", "echo marker > /run/before-reset").orThrow();
+            var afterReset = vm.console().cursor();
             vm.reset();
-            TestGuests.awaitReady(vm, IMAGE); // the console's cursor is past the first ready marker: this is the second boot's
+            afterReset.await(IMAGE.readyMarker(), TestGuests.MARKER); // the second boot's marker
+            vm.guest().awaitReady(TestGuests.AGENT);
             assertThat(vm.guest().exec("sh", "-c", "test -e /run/before-reset; echo $?").stdoutText())
                     .as("a fresh boot: the tmpfs file is gone").isEqualTo("1\n");
             assertThat(vm.isRunning()).isTrue();
@@ -56,8 +58,8 @@ class LifecycleTest {
         CompletableFuture<Void> token = new CompletableFuture<>();
         try (QemuMachine vm = TestGuests.bootReady(QemuMachine.builder().cancelOn(token));
              var pool = Executors.newVirtualThreadPerTaskExecutor()) {
-            var running = CompletableFuture.supplyAsync(() -> vm.guest().exec("sleep", "600"), pool);
-            Thread.sleep(500);
+            var running = CompletableFuture.supplyAsync(() -> vm.guest().exec("sh", "-c", "touch /run/started; exec sleep 600"), pool);
+            TestGuests.awaitGuestFile(vm, "/run/started");
             token.complete(null);
             assertThatThrownBy(() -> running.get(30, TimeUnit.SECONDS)).isInstanceOf(ExecutionException.class)
                     .cause().isInstanceOf(MachineCancelledException.class)

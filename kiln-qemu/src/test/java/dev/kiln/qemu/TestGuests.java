@@ -1,6 +1,7 @@
 package dev.kiln.qemu;
 
 import dev.kiln.GuestImage;
+import dev.kiln.Probe;
 import dev.kiln.image.DefaultImage;
 
 import java.time.Duration;
@@ -20,10 +21,8 @@ final class TestGuests {
         return builder.readyTimeout(MARKER).start();
     }
 
-    /** Waits for the (next) ready marker and the agent: after a start, or after a reset. */
-    static QemuMachine awaitReady(QemuMachine vm, GuestImage image) {
-        vm.console().await(image.readyMarker(), MARKER);
-        vm.guest().awaitReady(AGENT);
-        return vm;
+    /** Waits until {@code path} exists in the guest (a command there signals that it is under way). */
+    static void awaitGuestFile(QemuMachine vm, String path) {
+        Probe.command("test", "-e", path).await(vm, Duration.ofSeconds(60));
     }
 }

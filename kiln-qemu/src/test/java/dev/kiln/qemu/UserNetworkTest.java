@@ -77,7 +77,8 @@ class UserNetworkTest {
         String port = "p=$(grep -l org.kiln.test /sys/class/virtio-ports/*/name); p=${p%/name}; p=/dev/${p##*/}; ";
         // The guest echoes one line back, upper-cased; through one open of the port (a second open is refused).
         vm.guest().exec("sh", "-c", port + "(exec 3<>$p; head -n 1 <&3 | tr a-z A-Z >&3) > /dev/null 2>&1 &").orThrow();
-        Thread.sleep(300); // let head open the port before the line arrives (a closed port drops bytes)
+        // A port nobody has open drops bytes: wait until the guest has it open (QEMU says so in VSERPORT_CHANGE).
+        vm.awaitEvent("VSERPORT_CHANGE", JsonMatch.of("{\"data\": {\"id\": \"chanport0\", \"open\": true}}"), Duration.ofSeconds(30));
         ch.write(ByteBuffer.wrap("hello channel\n".getBytes(StandardCharsets.US_ASCII)));
         var answer = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
             ByteBuffer in = ByteBuffer.allocate(64);
