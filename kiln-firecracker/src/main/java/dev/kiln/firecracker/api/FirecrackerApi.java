@@ -4,6 +4,7 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kiln.KilnException;
+import dev.kiln.MachineClosedException;
 import dev.kiln.Text;
 import dev.kiln.firecracker.api.model.ApiError;
 import dev.kiln.firecracker.api.model.Balloon;
@@ -41,10 +42,17 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.lang.reflect.Method;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
 import java.util.Objects;
+import java.util.TreeSet;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.regex.Pattern;
 
 /**
  * A typed client for every operation of Firecracker's API (its OpenAPI spec, {@code firecracker.yaml}).
@@ -54,15 +62,26 @@ import java.util.Objects;
  *
  * <p>Every non-2xx answer throws {@link FirecrackerApiException} (status and {@code fault_message}); no
  * answer at all throws {@link FirecrackerUnreachableException}. An operation that an older Firecracker does
- * not have fails with {@link FirecrackerApiException#isMissingEndpoint()} true. Thread-safe.
+ * not have fails with {@link FirecrackerApiException#isMissingEndpoint()} true. A call on a closed client, or one
+ * under way when it is closed, throws {@link MachineClosedException}. Some calls are refused before anything is
+ * sent: a body over {@link #maxPayloadBytes()}, and an operation the owner {@link #refuse refused}. Thread-safe.
  */
 public final class FirecrackerApi implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(FirecrackerApi.class);
     public static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(30);
+    /** Firecracker's default {@code --http-api-max-payload-size}: the largest request body it takes. */
+    public static final int DEFAULT_MAX_PAYLOAD_BYTES = 51_200;
+
+    private static final List<Route> ROUTES = routes();
 
     private final ApiTransport transport;
     private final ObjectMapper json = ApiJson.mapper();
     private volatile Duration timeout = DEFAULT_TIMEOUT;
+    private volatile int maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES;
+    /** operationId to the reason it is refused. */
+    private final Map<String, String> refused = new ConcurrentHashMap<>();
+    /** Why the client was closed; null while it is open. */
+    private volatile String closedReason;
 
     public FirecrackerApi(ApiTransport transport) {
         this.transport = Objects.requireNonNull(transport, "transport");
@@ -81,6 +100,40 @@ public final class FirecrackerApi implements AutoCloseable {
     }
 
     public Duration timeout() { return timeout; }
+
+    /**
+     * The largest request body, in bytes, that the Firecracker on the other end takes: its
+     * {@code --http-api-max-payload-size} (default {@value #DEFAULT_MAX_PAYLOAD_BYTES}). Firecracker compares it with
+     * the body's length alone (a body of exactly the limit is taken; the headers do not count). A larger body is
+     * refused here, before anything is sent, with what to do about it: Firecracker would only answer 400.
+     */
+    public FirecrackerApi maxPayloadBytes(int bytes) {
+        if (bytes <= 0) throw new IllegalArgumentException("maxPayloadBytes must be positive: " + bytes);
+        this.maxPayloadBytes = bytes;
+        return this;
+    }
+
+    public int maxPayloadBytes() { return maxPayloadBytes; }
+
+    /**
+     * From now on, calls of the operation {@code operationId} (the spec's name, which is the method's name, e.g.
+     * {@code putLogger}) throw a {@link KilnException} with {@code reason} before anything is sent. This covers
+     * {@link #request} to the same method and path too. For an owner that relies on state an operation would
+     * change behind its back.
+     *
+     * @throws IllegalArgumentException when the spec has no such operation
+     */
+    public FirecrackerApi refuse(String operationId, String reason) {
+        Objects.requireNonNull(operationId, "operationId");
+        if (reason == null || reason.isBlank()) throw new IllegalArgumentException("a refusal needs a reason");
+        if (ROUTES.stream().noneMatch(r -> r.id().equals(operationId))) {
+            TreeSet<String> known = new TreeSet<>();
+            ROUTES.forEach(r -> known.add(r.id()));
+            throw new IllegalArgumentException("Firecracker's API has no operation '" + operationId + "'; it has " + known);
+        }
+        refused.put(operationId, reason);
+        return this;
+    }
 
     // ---- instance --------------------------------------------------------------------------------
 
@@ -330,9 +383,24 @@ public final class FirecrackerApi implements AutoCloseable {
         return call(method, path, body, JsonNode.class);
     }
 
+    /** {@link #close(String)} with the reason {@value ApiTransport#DEFAULT_CLOSE_REASON}. */
     @Override
     public void close() {
-        transport.close();
+        close(ApiTransport.DEFAULT_CLOSE_REASON);
+    }
+
+    /**
+     * Closes the connection: a call under way fails at once, and every later call fails at once, both with a
+     * {@link MachineClosedException} whose message carries {@code reason} (say what became of the machine). Only the
+     * first close counts.
+     */
+    public void close(String reason) {
+        Objects.requireNonNull(reason, "reason");
+        synchronized (this) {
+            if (closedReason != null) return;
+            closedReason = reason;
+        }
+        transport.close(reason);
     }
 
     @Override
@@ -343,9 +411,26 @@ public final class FirecrackerApi implements AutoCloseable {
     // ---- plumbing --------------------------------------------------------------------------------
 
     private <T> T call(String method, String path, Object body, Class<T> answerType) {
+        if (closedReason != null) throw new MachineClosedException("cannot send " + method + " " + path + " to Firecracker: " + closedReason);
+        if (!refused.isEmpty()) {
+            Route route = route(method, path);
+            String refusal = route == null ? null : refused.get(route.id());
+            if (refusal != null) throw new KilnException(route.id() + " (" + method + " " + path + ") is refused: " + refusal);
+        }
         byte[] bytes = body == null ? null : toJson(body);
+        if (bytes != null && bytes.length > maxPayloadBytes) throw tooLarge(method, path, bytes.length);
         long t0 = System.nanoTime();
-        ApiTransport.Response response = transport.exchange(method, path, bytes, timeout);
+        ApiTransport.Response response;
+        try {
+            response = transport.exchange(method, path, bytes, timeout);
+        } catch (MachineClosedException e) {
+            throw e;
+        } catch (RuntimeException e) {
+            // Closed while under way: whatever the transport saw (a reset, an abort), the cause is the close.
+            String reason = closedReason;
+            if (reason != null) throw new MachineClosedException(method + " " + path + " to Firecracker was cut short: " + reason, e);
+            throw e;
+        }
         if (LOG.isDebugEnabled()) {
             LOG.debug("{} {}{} -> {} in {} µs", method, path, bytes == null ? "" : " " + new String(bytes, StandardCharsets.UTF_8),
                     response.status(), (System.nanoTime() - t0) / 1000);
@@ -360,6 +445,39 @@ public final class FirecrackerApi implements AutoCloseable {
                     + answerType.getSimpleName() + ": " + (e instanceof JsonProcessingException j ? j.getOriginalMessage() : e.getMessage()) + "; body: "
                     + Text.tail(new String(response.body(), StandardCharsets.UTF_8), 500), e);
         }
+    }
+
+    private KilnException tooLarge(String method, String path, int size) {
+        int limit = maxPayloadBytes;
+        Route route = route(method, path);
+        String what = (route == null ? "" : route.id() + " ") + "(" + method + " " + path + ")";
+        return new KilnException(what + " has a " + size + "-byte body, over the " + limit + "-byte limit of Firecracker's API"
+                + " (Firecracker would refuse it with HTTP 400); nothing was sent. To allow larger bodies, start Firecracker with"
+                + " --http-api-max-payload-size=<bytes> and give this client the same limit with maxPayloadBytes(<bytes>)"
+                + (limit == DEFAULT_MAX_PAYLOAD_BYTES ? " (Firecracker's default is " + DEFAULT_MAX_PAYLOAD_BYTES + ")" : ""));
+    }
+
+    /** An operation of the spec: its operationId, HTTP method and path template as a pattern. */
+    private record Route(String id, String method, Pattern path) {}
+
+    private static List<Route> routes() {
+        List<Route> routes = new ArrayList<>();
+        for (Method m : FirecrackerApi.class.getMethods()) {
+            ApiOperation op = m.getAnnotation(ApiOperation.class);
+            if (op == null) continue;
+            // "/drives/{drive_id}" -> "\Q/drives/\E[^/]+\Q\E"
+            String regex = Pattern.quote(op.path()).replaceAll("\\{[a-z_]+}", "\\\\E[^/]+\\\\Q");
+            routes.add(new Route(op.id(), op.method(), Pattern.compile(regex)));
+        }
+        return List.copyOf(routes);
+    }
+
+    /** The spec's operation for this request, or null for one the spec does not have. */
+    private static Route route(String method, String path) {
+        for (Route r : ROUTES) {
+            if (r.method().equals(method) && r.path().matcher(path).matches()) return r;
+        }
+        return null;
     }
 
     private FirecrackerApiException error(String method, String path, ApiTransport.Response response) {
