@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.WaitTimeoutException;
 import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
+import dev.kiln.MachineClosedException;
 import dev.kiln.MachineState;
 import dev.kiln.firecracker.api.FirecrackerApi;
 import dev.kiln.firecracker.api.FirecrackerApiException;
@@ -58,7 +59,7 @@ class FirecrackerMachineTest {
     }
 
     private static FirecrackerMachine.Builder machine() {
-        return FirecrackerMachine.builder().binary(Binaries.firecracker());
+        return FirecrackerMachine.builder().binary(Binaries.firecracker()).noGuest();
     }
 
     @Test
@@ -81,8 +82,10 @@ class FirecrackerMachineTest {
         assertThat(vm.state()).isEqualTo(MachineState.EXITED);
         assertThat(Files.exists(vm.workDir())).isFalse();
         assertThat(vm.isRunning()).isFalse();
-        assertThatThrownBy(vm::api).isInstanceOf(KilnException.class).hasMessageContaining("no API connection");
-        assertThatThrownBy(vm::start).hasMessageContaining("already launched");
+        assertThatThrownBy(vm::api).isInstanceOf(MachineClosedException.class).hasMessageContaining("EXITED");
+        assertThatThrownBy(vm::start).hasMessageContaining("start() may be called once");
+        assertThat(vm.transitions()).extracting(t -> t.from() + "->" + t.to())
+                .containsExactly("NEW->STARTING", "STARTING->RUNNING", "RUNNING->STOPPING", "STOPPING->EXITED");
     }
 
     @Test
@@ -280,12 +283,24 @@ class FirecrackerMachineTest {
     }
 
     @Test
-    void loggerCanBeSetThroughTheApi() throws Exception {
-        // Without --log-path, PUT /logger configures the logger (the seed's Logger resource); "Off" is accepted.
+    void loggerCanBeSetThroughTheApiWhenKilnDoesNotReadTheLog() throws Exception {
+        // Without --log-path, PUT /logger configures the logger (the seed's Logger resource).
         try (FirecrackerMachine vm = machine().logFifo(false).logLevel(null).build().start()) {
             Path file = Files.createFile(vm.workDir().resolve("api.log")); // v1.7.0 does not create it
-            vm.api().putLogger(new LoggerConfig(LoggerConfig.Level.Off, file.toString(), true, false, null));
+            vm.api().putLogger(new LoggerConfig(LoggerConfig.Level.Info, file.toString(), true, false, null));
             vm.api().describeInstance();
+            // Firecracker logs each request as it takes it, before it answers.
+            assertThat(Files.readString(file)).contains("The API server received a Get request on \"/\"");
+        }
+    }
+
+    @Test
+    void aLoggerThatWouldMoveTheLogOffKilnsFifoIsRefused() throws Exception {
+        try (FirecrackerMachine vm = machine().build().start()) {
+            Path file = Files.createFile(vm.workDir().resolve("api.log"));
+            assertThatThrownBy(() -> vm.api().putLogger(new LoggerConfig(LoggerConfig.Level.Info, file.toString(), true, false, null)))
+                    .isInstanceOf(KilnException.class).hasMessageContaining("FIFO").hasMessageContaining("logFifo(false)");
+            vm.awaitLogMessage("The API server received a Get request on \"/\"", WAIT); // the log still reaches Kiln
         }
     }
 
@@ -412,21 +427,23 @@ class FirecrackerMachineTest {
 
     @Test
     void theConsoleIsAttachedToFirecrackersStdio() {
-        try (FirecrackerMachine vm = machine().build().start()) {
-            assertThat(vm.console().isOpen()).isTrue();
+        // Without a log path Firecracker logs to its stdout: that is the console.
+        try (FirecrackerMachine vm = machine().logFifo(false).build().start()) {
+            vm.console().cursorAtStart().await("Running Firecracker v" + Binaries.version(), WAIT);
         }
     }
 
     @Test
     void guestNeedsTheVsockAgent() {
         try (FirecrackerMachine vm = machine().build().start()) {
-            assertThatThrownBy(vm::guest).hasMessageContaining("qemu-guest-agent on vsock").hasMessageContaining("agentOverVsock");
+            assertThatThrownBy(vm::guest).hasMessageContaining("has no guest agent");
+            assertThatThrownBy(vm::agent).hasMessageContaining("qemu-guest-agent on vsock").hasMessageContaining("agentOverVsock");
         }
     }
 
     @Test
     void theAgentOverVsockIsWiredButNeedsABootedGuest() {
-        try (FirecrackerMachine vm = machine().agentOverVsock(3, 1024).build().start()) {
+        try (FirecrackerMachine vm = machine().vsock(3).agentOverVsock(1024).build().start()) {
             assertThat(vm.api().getExportVmConfig().vsock().guestCid()).isEqualTo(3);
             assertThat(vm.workDir().resolve("vsock.sock")).exists();
             // No guest runs: the agent cannot answer, and the wait says so within its timeout.

@@ -28,10 +28,10 @@ class GuestBootTest {
         Binaries.requireBootableKvm();
         GuestImage image = DefaultImage.get(System.out::println);
         Path vmlinux = Vmlinux.cached(image.kernel(), dev.kiln.support.KilnCache.root().resolve("vmlinux"));
-        FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker())
+        FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker()).noGuest()
                 .configure("basic config", m -> m.setup().basicConfig(MicrovmSetup.BasicConfig
                         .of(vmlinux, "console=ttyS0 reboot=k panic=1 " + image.cmdline()).withInitrd(image.initrd()).withSize(1, 256)))
-                .bootGuest(true).build();
+                .instanceStart(true).build();
         try (vm) {
             vm.start();
             vm.console().await(Pattern.compile(Pattern.quote(image.readyMarker())), Duration.ofSeconds(60));
@@ -46,7 +46,7 @@ class GuestBootTest {
     void guestExecWorksUnchangedOverVsock() {
         Binaries.requireBootableKvm();
         try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker())
-                .image(DefaultImage.get(System.out::println), 1, 256).start()) {
+                .image(DefaultImage.get(System.out::println)).memoryMib(256).start()) {
             vm.guest().awaitReady(Duration.ofSeconds(60));
             assertThat(vm.guest().exec("uname", "-r").stdoutText()).contains("cloud-amd64");
         }
@@ -60,7 +60,8 @@ class GuestBootTest {
     void theImageConfigurationReachesFirecracker() {
         String bin = Binaries.firecracker();
         GuestImage image = DefaultImage.get(System.out::println);
-        try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(bin).image(image, 1, 128).start()) {
+        try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(bin).image(image).memoryMib(128)
+                .kvmCheck(false).readiness().start()) {
             var config = vm.api().getExportVmConfig();
             assertThat(config.bootSource().bootArgs()).contains("kiln.agent=vsock").contains("kiln.agent_port=1024")
                     .contains(image.cmdline());

@@ -31,7 +31,7 @@ class HostSideTest {
     }
 
     private static FirecrackerMachine.Builder machine() {
-        return FirecrackerMachine.builder().binary(Binaries.firecracker());
+        return FirecrackerMachine.builder().binary(Binaries.firecracker()).noGuest();
     }
 
     @Test

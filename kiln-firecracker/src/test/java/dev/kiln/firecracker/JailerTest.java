@@ -31,7 +31,7 @@ class JailerTest {
     }
 
     private FirecrackerMachine.Builder jailed(Jailer jailer) {
-        return FirecrackerMachine.builder().binary(Binaries.firecracker()).jailer(jailer);
+        return FirecrackerMachine.builder().binary(Binaries.firecracker()).noGuest().jailer(jailer);
     }
 
     private Jailer jailer() {

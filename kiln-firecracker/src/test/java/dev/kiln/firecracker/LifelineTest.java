@@ -24,7 +24,7 @@ class LifelineTest {
 
     /** Runs in the child JVM: start a machine, say its pid and work dir, then wait to be killed. */
     public static void main(String[] args) throws Exception {
-        FirecrackerMachine.Builder b = FirecrackerMachine.builder();
+        FirecrackerMachine.Builder b = FirecrackerMachine.builder().noGuest();
         if (!args[0].equals("direct")) {
             Jailer j = Jailer.of(65534, 65534, Path.of(args[1])).withDaemonize(args[0].contains("daemonize"))
                     .withNewPidNs(args[0].contains("newpidns"));

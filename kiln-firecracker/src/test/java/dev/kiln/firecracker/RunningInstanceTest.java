@@ -64,9 +64,9 @@ class RunningInstanceTest {
 
     private static FirecrackerMachine.Builder started(Consumer<FirecrackerMachine> moreConfig) {
         requireKernel();
-        return FirecrackerMachine.builder().binary(Binaries.firecracker()).expectKillBySignal(true).shutdownTimeout(Duration.ofSeconds(2))
+        return FirecrackerMachine.builder().binary(Binaries.firecracker()).noGuest().expectKillBySignal(true).shutdownTimeout(Duration.ofSeconds(2))
                 .configure("basic config", m -> m.setup().basicConfig(basic().withTrackDirtyPages(true)))
-                .configure("more", moreConfig).bootGuest(true);
+                .configure("more", moreConfig).instanceStart(true);
     }
 
     @Test
@@ -96,7 +96,7 @@ class RunningInstanceTest {
             assertThat(tmp.resolve("diff.vmstate")).exists();
             vm.kill();
         }
-        try (FirecrackerMachine restored = FirecrackerMachine.builder().binary(Binaries.firecracker()).expectKillBySignal(true)
+        try (FirecrackerMachine restored = FirecrackerMachine.builder().binary(Binaries.firecracker()).noGuest().expectKillBySignal(true)
                 .configure("restore", m -> m.setup().restoreFromSnapshot(mem, state, List.of(), false)).start()) {
             assertThat(restored.instanceState()).as("resume_vm: true").isEqualTo(InstanceState.RUNNING);
             assertThat(restored.api().getMachineConfiguration().memSizeMib()).isEqualTo(128);
@@ -154,9 +154,11 @@ class RunningInstanceTest {
         org.junit.jupiter.api.Assumptions.assumeTrue(!Binaries.atLeast(1, 8) && !Binaries.kvmBootable(),
                 "only Firecracker 1.7 with a guest that never activated its balloon");
         FirecrackerMachine vm = started(m -> m.api().putBalloon(Balloon.of(16, true, 1))).build().start();
+        // Whichever notices first — the call, or the machine's cleanup closing the API as Firecracker dies — the
+        // caller learns that the API went away and why.
         assertThatThrownBy(() -> vm.api().patchBalloonStatsInterval(new BalloonStatsUpdate(2)))
-                .isInstanceOf(dev.kiln.firecracker.api.FirecrackerUnreachableException.class)
-                .hasMessageContaining("PATCH /balloon/statistics");
+                .isInstanceOfAny(dev.kiln.firecracker.api.FirecrackerUnreachableException.class, dev.kiln.MachineClosedException.class)
+                .satisfies(e -> assertThat(e.getMessage()).containsAnyOf("PATCH /balloon/statistics", "SIGABRT"));
         assertThat(vm.awaitExit(Duration.ofSeconds(20))).isEqualTo(128 + 6); // SIGABRT from Rust's panic=abort
         assertThat(vm.vmmLog()).contains("Firecracker panicked");
         assertThat(vm.state()).isEqualTo(MachineState.EXITED);

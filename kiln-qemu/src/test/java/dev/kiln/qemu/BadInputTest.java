@@ -38,8 +38,9 @@ class BadInputTest {
         QemuMachine vm = QemuMachine.builder().kernel(tmp.resolve("no-such-vmlinuz"), IMAGE.initrd()).build();
         assertThatThrownBy(vm::start).isInstanceOf(KilnException.class)
                 .hasMessageContaining("kernel not found").hasMessageContaining("no-such-vmlinuz");
-        assertThat(vm.state()).isEqualTo(MachineState.NEW);
-        assertThat(vm.pid()).isEmpty();
+        assertThat(vm.state()).isEqualTo(MachineState.FAILED);
+        assertThat(vm.workDir()).as("checked before a work dir was made").isNull();
+        assertThat(vm.commandLine()).as("checked before QEMU was spawned").isEmpty();
     }
 
     @Test
@@ -59,7 +60,7 @@ class BadInputTest {
                 .isInstanceOfSatisfying(LaunchException.class, e -> {
                     assertThat(e.exitCode()).isNotNull().isNotZero();
                     assertThat(e.vmmOutput()).isNotBlank();
-                    assertThat(e.getMessage()).contains("QEMU launch failed");
+                    assertThat(e.getMessage()).contains("QEMU launch of");
                 });
     }
 
@@ -74,7 +75,7 @@ class BadInputTest {
     @Test
     void memoryOfZeroOrAbsurdSizeIsRefused() {
         assertThatThrownBy(() -> QemuMachine.builder().memoryMib(0))
-                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("memory must be positive");
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("memoryMib must be positive");
         assertThatThrownBy(() -> QemuMachine.builder().memoryMib(Integer.MAX_VALUE).build())
                 .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("more than 4 TiB");
         // Within QEMU's limits but far beyond this host: QEMU cannot allocate it, and says so.

@@ -147,7 +147,7 @@ class QmpTest {
         assertThat(dir).doesNotExist();
         assertThat(vm.isRunning()).isFalse();
         vm.close(); // idempotent
-        assertThatThrownBy(vm::start).isInstanceOf(KilnException.class).hasMessageContaining("already launched");
+        assertThatThrownBy(vm::start).isInstanceOf(KilnException.class).hasMessageContaining("start() may be called once");
     }
 
     @Test

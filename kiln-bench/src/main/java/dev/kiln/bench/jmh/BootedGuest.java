@@ -16,8 +16,7 @@ public class BootedGuest {
 
     @Setup
     public void boot() {
-        vm = QemuMachine.builder().image(DefaultImage.get(System.err::println)).start();
-        vm.guest().awaitReady(Duration.ofSeconds(180));
+        vm = QemuMachine.builder().image(DefaultImage.get(System.err::println)).readyTimeout(Duration.ofSeconds(180)).start();
     }
 
     @TearDown

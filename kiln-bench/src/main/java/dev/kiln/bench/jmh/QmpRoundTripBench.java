@@ -28,7 +28,7 @@ public class QmpRoundTripBench {
 
     @Setup
     public void start() {
-        vm = QemuMachine.builder().paused(true).machine("none").memoryMib(16).console(false).agent(false).start();
+        vm = QemuMachine.builder().noGuest().paused(true).machine("none").memoryMib(16).console(false).agent(false).start();
     }
 
     @Benchmark
