@@ -25,11 +25,11 @@ public final class PidFd implements AutoCloseable {
     private final long pid;
     private final Fd fd;
     private final CompletableFuture<Void> exit = new CompletableFuture<>();
+    private final java.util.concurrent.atomic.AtomicBoolean watched = new java.util.concurrent.atomic.AtomicBoolean();
 
     private PidFd(long pid, Fd fd) {
         this.pid = pid;
         this.fd = fd;
-        ExitWatcher.watch(fd, () -> exit.complete(null));
     }
 
     /** Opens a pidfd for {@code pid}; empty when there is no such process. */
@@ -66,19 +66,26 @@ public final class PidFd implements AutoCloseable {
         return true;
     }
 
+    /** Whether the process runs (a pidfd polls readable once it has exited). */
     public boolean isAlive() {
-        return !exit.isDone();
+        if (exit.isDone()) return false;
+        try {
+            return !Posix.awaitReadable(fd, java.time.Duration.ZERO);
+        } catch (KilnException closed) {
+            return false;
+        }
     }
 
-    /** Completes when the process has exited. */
+    /** Completes when the process has exited (watched from then on by one JVM-wide thread). */
     public CompletableFuture<Void> onExit() {
+        if (watched.compareAndSet(false, true)) ExitWatcher.watch(fd, () -> exit.complete(null));
         return exit.copy();
     }
 
     /** Stops watching and closes the pidfd; signals then do nothing. */
     @Override
     public void close() {
-        ExitWatcher.forget(fd);
+        if (watched.get()) ExitWatcher.forget(fd);
         fd.close();
     }
 

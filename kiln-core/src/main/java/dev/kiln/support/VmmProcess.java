@@ -58,21 +58,40 @@ public final class VmmProcess {
             """;
 
     private final SpawnedProcess process;
+    /** The spawned process by pidfd: it cannot be reaped (and its pid reused) before Kiln reaps it, but signals go through the pidfd all the same. */
+    private final PidFd spawned;
     private final Fd lifeline;
     private final List<String> command;
+    /** Whether the spawned process forks the VMM and exits (a jailer with --daemonize or --new-pid-ns). */
+    private final boolean forks;
     private final CompletableFuture<ExitStatus> exit = new CompletableFuture<>();
+    private ExitStatus spawnedStatus;  // guarded by this
+    private boolean adoptionOver;      // guarded by this: the forked VMM was adopted, or Kiln gave up on it
     private volatile PidFd adopted;
     private volatile boolean killedByUs;
 
-    private VmmProcess(SpawnedProcess process, Fd lifeline, List<String> command) {
+    private VmmProcess(SpawnedProcess process, Fd lifeline, List<String> command, boolean forks) {
         this.process = process;
+        this.spawned = PidFd.open(process.pid()).orElseThrow(() -> new KilnException("spawned pid " + process.pid() + " vanished"));
         this.lifeline = lifeline;
         this.command = command;
+        this.forks = forks;
         process.onExit().whenComplete((status, error) -> {
             if (error != null) exit.completeExceptionally(error);
-            else if (adopted == null) exit.complete(status);
-            else adopted.onExit().thenRun(() -> exit.complete(status));
+            else spawnedExited(status);
         });
+    }
+
+    private synchronized void spawnedExited(ExitStatus status) {
+        spawnedStatus = status;
+        completeIfGone();
+    }
+
+    /** The VMM is gone once the spawned process is, and the one it forked (if any) too, or was given up on. */
+    private synchronized void completeIfGone() {
+        if (spawnedStatus == null) return;
+        PidFd a = adopted;
+        if (!forks || (a != null ? !a.isAlive() : adoptionOver)) exit.complete(spawnedStatus);
     }
 
     /**
@@ -81,7 +100,7 @@ public final class VmmProcess {
      * commands {@code onJvmDeath} (may be empty) and removes {@code workDir}.
      */
     public static VmmProcess start(List<String> command, Path workDir, Spawn.Redirect stdout, Spawn.Redirect stderr,
-                                   List<Fd> extraFds, String onJvmDeath) {
+                                   List<Fd> extraFds, String onJvmDeath, boolean forks) {
         Fd[] pipe = Posix.pipe();
         // The watcher must not keep the VMM's extra fds open (a peer would never see EOF): close them there.
         StringBuilder closes = new StringBuilder();
@@ -101,7 +120,7 @@ public final class VmmProcess {
                     .withExtraFds(fds)
                     .withNewSession(true)
                     .start();
-            return new VmmProcess(p, pipe[1], List.copyOf(command));
+            return new VmmProcess(p, pipe[1], List.copyOf(command), forks);
         } catch (RuntimeException e) {
             pipe[1].close();
             throw e;
@@ -116,14 +135,18 @@ public final class VmmProcess {
     }
 
     /**
-     * Takes the process {@code pid}, which the spawned one forked, as the VMM: from now on the VMM has exited only
-     * once both have, and kills reach it through a pidfd. Fails when it is already gone.
+     * Takes the process {@code pid}, which the spawned one forked, as the VMM: from now on the VMM has exited only once
+     * both have, and signals reach it through a pidfd. Fails when it is already gone.
      */
     public void adopt(long pid) {
-        if (pid == process.pid()) return;
+        if (!forks) throw new IllegalStateException(command.getFirst() + " was not spawned as one that forks its VMM");
         PidFd fd = PidFd.open(pid).orElseThrow(() -> new KilnException("process " + pid + " (forked by "
                 + command.getFirst() + ") is already gone"));
-        adopted = fd;
+        synchronized (this) {
+            adopted = fd;
+            adoptionOver = true;
+        }
+        fd.onExit().thenRun(this::completeIfGone);
     }
 
     /** The VMM's pid: the adopted process's, else the spawned one's. */
@@ -138,8 +161,17 @@ public final class VmmProcess {
     public List<String> command() { return command; }
 
     public boolean isAlive() {
-        PidFd a = adopted;
-        return process.exitStatus().isEmpty() || (a != null && a.isAlive());
+        if (process.exitStatus().isEmpty()) return true;
+        if (!forks) return false;
+        synchronized (this) {
+            PidFd a = adopted;
+            return a != null ? a.isAlive() : !adoptionOver;
+        }
+    }
+
+    /** Whether the spawned process (a jailer that forks, or the VMM itself) has exited, and how. */
+    public Optional<ExitStatus> spawnedExit() {
+        return process.exitStatus();
     }
 
     /** Whether the VMM is stopped by a signal (SIGSTOP, SIGTSTP): then it can answer nothing. */
@@ -176,22 +208,30 @@ public final class VmmProcess {
     /** How the spawned process ended, once it has. */
     public Optional<ExitStatus> exitStatus() { return process.exitStatus(); }
 
-    /** Whether the exit status is the VMM's own (false when the VMM was adopted from a process that forked it). */
-    public boolean ownStatus() { return adopted == null; }
+    /** Whether the exit status is the VMM's own (false when the spawned process forks the VMM). */
+    public boolean ownStatus() { return !forks; }
 
-    /** SIGKILL to the VMM's whole process group (a wrapper such as strace included) and to an adopted VMM. */
+    /**
+     * SIGKILL to the VMM's whole process group (a wrapper such as strace included: the group's id is the spawned
+     * process's pid, which cannot be reused before Kiln reaps it) and to an adopted VMM.
+     */
     public void kill() {
         killedByUs = true;
         if (process.exitStatus().isEmpty()) Posix.killGroup(process.pid(), Posix.SIGKILL);
-        PidFd a = adopted;
+        PidFd a;
+        synchronized (this) {
+            a = adopted;
+            adoptionOver = true; // a VMM not adopted yet is out of reach: the lifeline's clean-up is what finds it
+        }
         if (a != null) a.signal(Posix.SIGKILL);
+        completeIfGone();
     }
 
-    /** Sends a signal to the VMM alone; false when it has exited. */
+    /** Sends a signal to the VMM alone, through its pidfd; false when it has exited. */
     public boolean signal(int signal) {
         if (signal == Posix.SIGKILL) killedByUs = true;
         PidFd a = adopted;
-        return a != null ? a.signal(signal) : process.signal(signal);
+        return a != null ? a.signal(signal) : spawned.signal(signal);
     }
 
     /** True when the SIGKILL that ended it came from Kiln. */
@@ -207,6 +247,7 @@ public final class VmmProcess {
             // the watcher is gone already (killed with its process group): nothing to tell
         } finally {
             lifeline.close();
+            spawned.close();
             PidFd a = adopted;
             if (a != null) a.close();
         }

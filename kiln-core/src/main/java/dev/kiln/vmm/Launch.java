@@ -42,8 +42,16 @@ public record Launch(String id, MachineSpec spec, GuestImage image, Path workDir
      * dies, the watcher kills the VMM, runs {@code onJvmDeath} (shell commands; may be empty) and removes the work dir.
      */
     public VmmProcess spawn(List<String> command, Spawn.Redirect stdout, List<Fd> extraFds, String onJvmDeath) {
+        return spawn(command, stdout, extraFds, onJvmDeath, false);
+    }
+
+    /**
+     * {@link #spawn(List, Spawn.Redirect, List, String)} for a command that forks the VMM and exits ({@code forks}):
+     * the driver then {@linkplain VmmProcess#adopt adopts} the VMM by its pid.
+     */
+    public VmmProcess spawn(List<String> command, Spawn.Redirect stdout, List<Fd> extraFds, String onJvmDeath, boolean forks) {
         Spawn.Redirect output = Spawn.Redirect.fd(vmmOutput);
-        return VmmProcess.start(command, workDir, stdout != null ? stdout : output, output, extraFds, onJvmDeath);
+        return VmmProcess.start(command, workDir, stdout != null ? stdout : output, output, extraFds, onJvmDeath, forks);
     }
 
     /**

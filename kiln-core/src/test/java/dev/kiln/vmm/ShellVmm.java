@@ -108,7 +108,7 @@ final class ShellVmm implements VmmDriver {
         awaitStopped(false);
     }
 
-    private void awaitStopped(boolean stopped) {
+    void awaitStopped(boolean stopped) {
         Deadline d = Deadline.after(Duration.ofSeconds(10));
         while (process.isStopped() != stopped) {
             if (d.expired()) throw new KilnException("the shell VMM is " + (stopped ? "not stopped" : "still stopped") + " after 10 s");

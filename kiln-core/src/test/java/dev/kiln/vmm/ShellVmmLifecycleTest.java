@@ -177,7 +177,8 @@ class ShellVmmLifecycleTest {
     void aStoppedVmmIsKilledAtOnceOnClose() {
         ShellVmm.Machine vm = ShellVmm.machine(ShellVmm.POLITE);
         vm.start();
-        vm.process().signal(dev.kiln.os.Posix.SIGSTOP);
+        vm.process().signal(dev.kiln.os.Posix.SIGSTOP); // behind Kiln's back
+        vm.vmm.awaitStopped(true);
         assertThatThrownBy(() -> vm.shutdown(Duration.ofMinutes(10))).isInstanceOf(AbnormalShutdownException.class)
                 .hasMessageContaining("stopped by a signal");
         assertThat(vm.state()).isEqualTo(EXITED);

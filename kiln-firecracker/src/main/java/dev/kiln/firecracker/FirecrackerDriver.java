@@ -199,7 +199,8 @@ final class FirecrackerDriver implements VmmDriver {
             }
             commandLine = consoleAttached ? withConsoleStdio(vmm) : vmm;
             LOG.debug("{}: launching {}", id, String.join(" ", commandLine));
-            process = launch.spawn(commandLine, null, childFds, jail != null ? jail.onJvmDeathScript() : "");
+            boolean forks = jail != null && options.jailer.forks();
+            process = launch.spawn(commandLine, null, childFds, jail != null ? jail.onJvmDeathScript() : "", forks);
             return process;
         } finally {
             if (serial != null) serial.theirs().close(); // the child has its own copy now
@@ -285,9 +286,18 @@ final class FirecrackerDriver implements VmmDriver {
         setup().basicConfig(image.initrd() != null ? basic.withInitrd(image.initrd()) : basic);
     }
 
+    /** Fails when the process Kiln spawned ended badly: Firecracker itself, or a jailer that failed before forking it. */
+    private void checkSpawned(String before) {
+        var st = process.spawnedExit();
+        if (st.isPresent() && !(jail != null && options.jailer.forks() && st.get().success())) {
+            throw new KilnException((jail != null ? "the jailer" : "Firecracker") + " " + st.get() + " before " + before);
+        }
+    }
+
     private void awaitApiSocket(Deadline deadline) {
         long pauseMicros = 500;
         while (true) {
+            checkSpawned("Firecracker opened its API socket " + apiSocket);
             if (!process.isAlive()) throw new KilnException("Firecracker exited before it opened its API socket " + apiSocket);
             if (Files.exists(apiSocket)) {
                 try (Fd probe = UnixSocket.connect(apiSocket)) {
@@ -314,6 +324,7 @@ final class FirecrackerDriver implements VmmDriver {
             } catch (IOException | NumberFormatException e) {
                 // written as we read: try again
             }
+            checkSpawned("it wrote Firecracker's pid to " + file);
             if (deadline.expired()) throw new KilnException("the jailer did not write Firecracker's pid to " + file + " within " + Text.human(deadline.total()));
             pause(pauseMicros);
             pauseMicros = Math.min(pauseMicros * 2, 20_000);
