@@ -44,8 +44,33 @@ class KilnCommandTest {
         Outcome o = kiln("run", "--", "sh", "-c", "uname -s; exit 5");
         assertThat(o.code()).as(o.err()).isEqualTo(5);
         assertThat(o.out()).isEqualTo("Linux\n");
-        assertThat(o.err()).contains("spawn").contains("QMP ready").contains("guest ready").contains("exec")
-                .contains("shutdown").containsPattern("kiln: (tcg|kvm) \\(");
+        assertThat(o.err()).containsPattern("kiln: (tcg|kvm) \\(");
+        // The breakdown: every phase, and they add up to the total (each is the gap between two instants).
+        var line = java.util.regex.Pattern.compile("kiln: (JVM start .*) \\| total ([\\d.]+) ms").matcher(o.err());
+        assertThat(line.find()).as(o.err()).isTrue();
+        java.util.Map<String, Double> phases = new java.util.LinkedHashMap<>();
+        for (String phase : line.group(1).split(" \\| ")) {
+            var m = java.util.regex.Pattern.compile("(.+) ([\\d.]+) ms").matcher(phase);
+            assertThat(m.matches()).as(phase).isTrue();
+            phases.put(m.group(1), Double.parseDouble(m.group(2)));
+        }
+        assertThat(phases).containsOnlyKeys("JVM start", "image", "spawn", "VMM up", "guest ready", "exec", "shutdown");
+        double sum = phases.values().stream().mapToDouble(Double::doubleValue).sum();
+        assertThat(sum).as("the phases %s against the total", phases).isCloseTo(Double.parseDouble(line.group(2)),
+                org.assertj.core.data.Offset.offset(0.1 * phases.size())); // each is rounded to 0.1 ms
+        assertThat(phases.get("guest ready")).isPositive();
+    }
+
+    @Test
+    void onFirecrackerWithoutUsableKvmRunExitsAtOnceSayingWhy() {
+        String fc = System.getenv("FIRECRACKER_BIN");
+        Assumptions.assumeTrue(fc != null && Executables.find(fc).isPresent(), "FIRECRACKER_BIN is not set: point it at a Firecracker release binary");
+        Assumptions.assumeFalse(dev.kiln.support.HostKvm.usable(), "this host has real KVM: the guest would boot");
+        Outcome o = kiln("run", "--backend", "firecracker", "--", "uname", "-a");
+        assertThat(o.code()).isEqualTo(2);
+        assertThat(o.err()).contains("Firecracker cannot boot a guest on this host: it needs real KVM")
+                .contains(dev.kiln.support.HostKvm.whyUnusable()).doesNotContain("\tat ");
+        assertThat(o.out()).isEmpty();
     }
 
     @Test
@@ -56,6 +81,9 @@ class KilnCommandTest {
         Outcome kernel = kiln("run", "--kernel", "/nonexistent/vmlinuz", "--", "true");
         assertThat(kernel.code()).isEqualTo(2);
         assertThat(kernel.err()).contains("kernel not found: /nonexistent/vmlinuz");
+        Outcome backend = kiln("run", "--backend", "bochs", "--", "true");
+        assertThat(backend.code()).isEqualTo(2);
+        assertThat(backend.err()).contains("unknown backend 'bochs': use qemu or firecracker");
         Outcome noCommand = kiln("run");
         assertThat(noCommand.code()).isEqualTo(2);
         assertThat(noCommand.err()).contains("CMD");

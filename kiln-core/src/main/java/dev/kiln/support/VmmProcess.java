@@ -140,6 +140,7 @@ public final class VmmProcess {
      */
     public void adopt(long pid) {
         if (!forks) throw new IllegalStateException(command.getFirst() + " was not spawned as one that forks its VMM");
+        if (adopted != null) throw new IllegalStateException("the forked VMM was adopted already: pid " + adopted.pid());
         PidFd fd = PidFd.open(pid).orElseThrow(() -> new KilnException("process " + pid + " (forked by "
                 + command.getFirst() + ") is already gone"));
         synchronized (this) {
@@ -147,6 +148,11 @@ public final class VmmProcess {
             adoptionOver = true;
         }
         fd.onExit().thenRun(this::completeIfGone);
+    }
+
+    /** Whether a forked VMM was adopted. */
+    public boolean adopted() {
+        return adopted != null;
     }
 
     /** The VMM's pid: the adopted process's, else the spawned one's. */

@@ -179,6 +179,10 @@ final class FirecrackerDriver implements VmmDriver {
             Files.deleteIfExists(apiSocket); // Firecracker refuses to start when a file is in the way of its socket
             fc = fc.withApiSocket(apiSocket.toString());
         }
+        if (apiSocket != null && apiSocket.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8).length > UnixSocket.MAX_PATH_BYTES) {
+            throw new KilnException("the API socket's path " + apiSocket + " is longer than the " + UnixSocket.MAX_PATH_BYTES
+                    + " bytes a unix socket path may have: use a shorter " + (jail != null ? "chroot base dir or id" : "work dir base or apiSocket"));
+        }
 
         List<Fd> childFds = new ArrayList<>();
         boolean consoleAttached = !(jail != null && options.jailer.daemonize());
@@ -229,8 +233,8 @@ final class FirecrackerDriver implements VmmDriver {
 
     @Override
     public void bringUp(Deadline deadline) throws IOException {
-        if (!options.noApi) awaitApiSocket(deadline);
         if (jail != null && options.jailer.forks()) process.adopt(readPidFile(deadline));
+        if (!options.noApi) awaitApiSocket(deadline);
         if (logFifo != null) awaitRunningMarker(deadline);
         if (!options.noApi) {
             api = FirecrackerApi.overUnixSocket(apiSocket).timeout(options.apiTimeout);
@@ -501,12 +505,27 @@ final class FirecrackerDriver implements VmmDriver {
 
     @Override
     public void disconnect(String reason) {
+        adoptIfForked();
         MemoryMonitor m = memoryMonitor;
         if (m != null) m.stop();
         QgaGuest g = guest;
         if (g != null) g.close(reason);
         FirecrackerApi a = api;
         if (a != null) a.close(reason);
+    }
+
+    /**
+     * A jailer that forked Firecracker, before Kiln adopted it (the start failed early): adopt it now from the jail's pid
+     * file, if it is there and names a process of this jail, so that the kill that follows reaches it.
+     */
+    private void adoptIfForked() {
+        if (jail == null || !options.jailer.forks() || process == null || process.adopted()) return;
+        try {
+            String s = Files.exists(jail.pidFile()) ? Files.readString(jail.pidFile()).strip() : "";
+            if (!s.isEmpty() && jail.runsHere(Long.parseLong(s))) process.adopt(Long.parseLong(s));
+        } catch (IOException | RuntimeException e) {
+            LOG.debug("{}: no forked Firecracker to adopt: {}", id, e.toString());
+        }
     }
 
     @Override

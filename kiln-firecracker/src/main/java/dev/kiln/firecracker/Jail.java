@@ -58,13 +58,16 @@ public final class Jail {
         }
     }
 
-    /** Whether a live process has this jail as its root. */
+    /**
+     * Whether a live Firecracker runs in this jail: a process whose arguments hold this jail's id (the jailer passes
+     * {@code --id} on). Its root cannot tell: the jailer pivots into the jail in a mount namespace of its own.
+     */
     private boolean inUse() {
         try (DirectoryStream<Path> procs = Files.newDirectoryStream(Path.of("/proc"), p -> p.getFileName().toString().matches("\\d+"))) {
             for (Path p : procs) {
                 try {
-                    if (Files.readSymbolicLink(p.resolve("root")).equals(root)) return true;
-                } catch (IOException | UnsupportedOperationException ignored) {
+                    if (runsHere(Files.readAllBytes(p.resolve("cmdline")))) return true;
+                } catch (IOException ignored) {
                     // gone meanwhile, or not ours to read
                 }
             }
@@ -72,6 +75,23 @@ public final class Jail {
         } catch (IOException e) {
             return true; // cannot tell: do not remove what may be in use
         }
+    }
+
+    /** Whether process {@code pid} is Firecracker (or the jailer) of this jail. */
+    boolean runsHere(long pid) {
+        try {
+            return runsHere(Files.readAllBytes(Path.of("/proc", Long.toString(pid), "cmdline")));
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** A command line (NUL-separated) of Firecracker, or of the jailer, for this jail's id. */
+    private boolean runsHere(byte[] cmdline) {
+        List<String> argv = List.of(new String(cmdline, java.nio.charset.StandardCharsets.UTF_8).split("\0"));
+        if (argv.isEmpty() || !argv.getFirst().endsWith(execFile.getFileName().toString()) && !argv.getFirst().endsWith("jailer")) return false;
+        int i = argv.indexOf("--id");
+        return i >= 0 && i + 1 < argv.size() && argv.get(i + 1).equals(id);
     }
 
     public Path root() { return root; }
@@ -168,7 +188,7 @@ public final class Jail {
 
     /**
      * Shell commands for the lifeline, run if the JVM dies: kill Firecracker by the pid in the jail's pid file (only
-     * if that process's root is this jail, so a reused pid is never hit), wait for it, then remove the jail, the
+     * if that process's arguments still name this jail's id, so a reused pid is never hit), wait for it, then remove the jail, the
      * microVM's cgroups and the per-exec directory once empty. Without this, a new microVM with the same id could not
      * start ("already exists").
      */
@@ -177,15 +197,19 @@ public final class Jail {
         for (Path dir : cgroupDirs) cgroups.append(' ').append(quote(dir.toString()));
         StringBuilder parents = new StringBuilder();
         if (jailer.parentCgroup() == null) for (Path dir : cgroupDirs) parents.append(' ').append(quote(dir.getParent().toString()));
+        // A pid from the pid file (written without a newline) is Firecracker's only while its arguments still hold
+        // this jail's id.
         return """
-                if IFS= read -r fc < %1$s 2>/dev/null && [ "$(readlink "/proc/$fc/root" 2>/dev/null)" = %2$s ]; then
+                ours() { tr '\\0' '\\n' < "/proc/$1/cmdline" 2>/dev/null | grep -qxF -- %2$s; }
+                fc=$(cat %1$s 2>/dev/null)
+                if [ -n "$fc" ] && ours "$fc"; then
                   kill -KILL "$fc"
-                  for _ in $(seq 200); do readlink "/proc/$fc/root" >/dev/null 2>&1 || break; sleep 0.05; done
+                  for _ in $(seq 200); do ours "$fc" || break; sleep 0.05; done
                 fi
                 rm -rf -- %3$s
                 for _ in $(seq 200); do rmdir%4$s 2>/dev/null; gone=1; for d in%4$s; do [ -e "$d" ] && gone=; done; [ -n "$gone" ] && break; sleep 0.05; done
                 rmdir%5$s %6$s 2>/dev/null
-                """.formatted(quote(pidFile().toString()), quote(root.toString()), quote(jailDir.toString()), cgroups,
+                """.formatted(quote(pidFile().toString()), quote(id), quote(jailDir.toString()), cgroups,
                 parents, quote(jailDir.getParent().toString()));
     }
 

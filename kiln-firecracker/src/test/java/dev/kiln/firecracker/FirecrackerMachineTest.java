@@ -359,6 +359,30 @@ class FirecrackerMachineTest {
         assertThat(vm.checkFailures()).isEmpty();
     }
 
+    /**
+     * A stopped Firecracker answers nothing: close() must neither wait out a call's 30 s nor the shutdown timeout, and
+     * a caller whose call was under way hears that the machine closed.
+     */
+    @Test
+    void closeCancelsACallThatHangsAndItsCallerHearsMachineClosed() throws Exception {
+        FirecrackerMachine vm = machine().shutdownTimeout(Duration.ofSeconds(120)).build().start();
+        long pid = vm.pid().orElseThrow();
+        Posix.kill(pid, Posix.SIGSTOP);
+        java.util.concurrent.CountDownLatch calling = new java.util.concurrent.CountDownLatch(1);
+        var call = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            calling.countDown();
+            return vm.api().describeInstance();
+        }, r -> Thread.ofVirtual().start(r));
+        assertThat(calling.await(10, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+        long t0 = System.nanoTime();
+        vm.close();
+        assertThat(Duration.ofNanos(System.nanoTime() - t0)).as("close() with a 120 s shutdown timeout and a 30 s API timeout")
+                .isLessThan(Duration.ofSeconds(20));
+        assertThatThrownBy(() -> call.get(10, java.util.concurrent.TimeUnit.SECONDS))
+                .cause().isInstanceOf(MachineClosedException.class);
+        assertThat(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)).isFalse();
+    }
+
     @Test
     void killEndsItAtOnce() {
         FirecrackerMachine vm = machine().build().start();

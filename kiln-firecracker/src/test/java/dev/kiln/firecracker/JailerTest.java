@@ -96,9 +96,27 @@ class JailerTest {
         long pid = vm.pid().orElseThrow();
         assertThat(nsPids(pid)).as("NSpid of Firecracker").endsWith(" 1");
         assertThat(vm.api().describeInstance().state()).isEqualTo(InstanceState.NOT_STARTED);
-        assertThat(vm.console().isOpen()).isTrue();
+        assertThat(vm.console().isOpen()).as("not daemonized: the console is attached").isTrue();
         vm.kill();
         assertThat(alive(pid)).isFalse();
+    }
+
+    /**
+     * Firecracker is pid 1 of its pid namespace there, and pid 1 ignores SIGTERM: there is nothing to ask, so close()
+     * kills it at once instead of waiting out the shutdown timeout.
+     */
+    @Test
+    void closingAJailedFirecrackerInANewPidNamespaceDoesNotWaitForASigtermItIgnores() {
+        FirecrackerMachine vm = jailed(jailer().withNewPidNs(true)).shutdownTimeout(java.time.Duration.ofSeconds(120)).build().start();
+        long pid = vm.pid().orElseThrow();
+        long t0 = System.nanoTime();
+        vm.close();
+        java.time.Duration took = java.time.Duration.ofNanos(System.nanoTime() - t0);
+        assertThat(took).as("close() of a machine whose shutdown timeout is 120 s").isLessThan(java.time.Duration.ofSeconds(30));
+        assertThat(alive(pid)).isFalse();
+        assertThat(vm.exitCode()).hasValue(128 + 9);
+        assertThat(vm.jail().jailDir()).doesNotExist();
+        assertThat(vm.jail().jailDir().getParent()).as("the per-exec directory, empty now").doesNotExist();
     }
 
     @Test
@@ -152,14 +170,16 @@ class JailerTest {
     }
 
     @Test
-    void anExistingJailIsRefused() throws Exception {
+    void aJailInUseIsRefusedAndAStaleOneReplaced() throws Exception {
         String exec = Path.of(Binaries.firecracker()).getFileName().toString();
         String id = LeakCheck.ID_PREFIX + "taken";
-        Files.createDirectories(base.resolve(exec).resolve(id).resolve("root"));
-        try {
-            assertThatThrownBy(() -> jailed(jailer()).id(id).start()).isInstanceOf(KilnException.class).hasMessageContaining("already exists");
-        } finally {
-            dev.kiln.support.WorkDir.delete(base.resolve(exec).resolve(id));
+        Path stale = Files.createDirectories(base.resolve(exec).resolve(id).resolve("root"));
+        Files.writeString(stale.resolve("left-behind"), "by a machine that is gone");
+        try (FirecrackerMachine first = jailed(jailer()).id(id).start()) {
+            assertThat(first.jail().root().resolve("left-behind")).doesNotExist();
+            assertThatThrownBy(() -> jailed(jailer()).id(id).start()).isInstanceOf(KilnException.class)
+                    .hasMessageContaining("already exists and a process runs in it");
+            assertThat(first.api().describeInstance().id()).isEqualTo(id);
         }
     }
 

@@ -12,7 +12,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 /** After a test: no Firecracker of this JVM (jailed ones included), no work dir and no jail of ours is left. */
 final class LeakCheck {
-    static final String ID_PREFIX = "kiln-fc-" + ProcessHandle.current().pid() + "-";
+    /** The ids Kiln gives this JVM's machines (firecracker-PID-N), also in their work dirs' names (kiln-ID-…). */
+    static final String ID_PREFIX = "firecracker-" + ProcessHandle.current().pid() + "-";
 
     static void assertNoneLeft(Path... jailBases) {
         long deadline = System.nanoTime() + Duration.ofSeconds(5).toNanos();
@@ -45,11 +46,12 @@ final class LeakCheck {
         }
         for (Path dir : dirs) {
             try (Stream<Path> s = Files.list(dir)) {
-                s.filter(p -> p.getFileName().toString().startsWith(ID_PREFIX)).forEach(p -> left.add("dir " + p));
+                s.filter(p -> p.getFileName().toString().contains(ID_PREFIX)).forEach(p -> left.add("dir " + p));
             } catch (IOException e) {
                 throw new AssertionError(e);
             }
         }
+        left.addAll(dev.kiln.support.Leftovers.now());
         return left;
     }
 }

@@ -25,11 +25,7 @@ class LifelineTest {
     /** Runs in the child JVM: start a machine, say its pid and work dir, then wait to be killed. */
     public static void main(String[] args) throws Exception {
         FirecrackerMachine.Builder b = FirecrackerMachine.builder().noGuest();
-        if (!args[0].equals("direct")) {
-            Jailer j = Jailer.of(65534, 65534, Path.of(args[1])).withDaemonize(args[0].contains("daemonize"))
-                    .withNewPidNs(args[0].contains("newpidns"));
-            b.jailer(j);
-        }
+        if (!args[0].equals("direct")) b.jailer(jailer(args[0], Path.of(args[1]))).id(args[2]);
         FirecrackerMachine vm = b.start();
         System.out.println(vm.pid().orElseThrow() + " " + vm.workDir());
         System.out.flush();
@@ -54,10 +50,21 @@ class LifelineTest {
         diesWithTheJvm("newpidns");
     }
 
+    private static Jailer jailer(String mode, Path base) {
+        Jailer j = Jailer.of(65534, 65534, base).withDaemonize(mode.contains("daemonize")).withNewPidNs(mode.contains("newpidns"));
+        return Files.isDirectory(CPU_CGROUPS) ? j.withCgroup("cpu.shares=100") : j;
+    }
+
+    private static final Path CPU_CGROUPS = Path.of("/sys/fs/cgroup/cpu");
+
+    private static String idOf(String mode) {
+        return LeakCheck.ID_PREFIX + "ll-" + mode.charAt(0); // short: the jail's API socket path is limited to 107 bytes
+    }
+
     private void diesWithTheJvm(String mode) throws Exception {
         String java = ProcessHandle.current().info().command().orElseThrow();
         Process child = new ProcessBuilder(java, "--enable-native-access=ALL-UNNAMED", "-cp",
-                System.getProperty("java.class.path"), LifelineTest.class.getName(), mode, base.toString())
+                System.getProperty("java.class.path"), LifelineTest.class.getName(), mode, base.toString(), idOf(mode))
                 .redirectError(ProcessBuilder.Redirect.INHERIT).start();
         long pid;
         Path workDir;
@@ -77,9 +84,16 @@ class LifelineTest {
         while (System.nanoTime() < deadline && (alive(pid) || Files.exists(workDir))) Thread.sleep(20);
         assertThat(alive(pid)).as("Firecracker pid %d alive 5 s after its JVM was SIGKILLed (%s)", pid, mode).isFalse();
         assertThat(workDir).as("work dir after the JVM was SIGKILLed").doesNotExist();
-        // The jail is not the lifeline's to remove (only the work dir is); a later start refuses a stale one by name.
-        try (var s = Files.list(base)) {
-            s.forEach(WorkDir::delete);
+        if (mode.equals("direct")) return;
+        // The lifeline removed the jail, its cgroup and the per-exec directories too: a new machine with the same id starts.
+        String exec = Path.of(Binaries.firecracker()).getFileName().toString();
+        Path cgroup = CPU_CGROUPS.resolve(exec).resolve(idOf(mode));
+        deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (System.nanoTime() < deadline && (Files.exists(base.resolve(exec)) || Files.exists(cgroup))) Thread.sleep(20);
+        assertThat(base.resolve(exec)).as("the jail's per-exec directory after the JVM was SIGKILLed").doesNotExist();
+        assertThat(cgroup).as("the jail's cgroup after the JVM was SIGKILLed").doesNotExist();
+        try (FirecrackerMachine again = FirecrackerMachine.builder().noGuest().jailer(jailer(mode, base)).id(idOf(mode)).start()) {
+            assertThat(again.api().describeInstance().id()).isEqualTo(idOf(mode));
         }
     }
 

@@ -54,8 +54,11 @@ class KilnExtensionFailuresTest {
         assertThat(failures).containsOnlyKeys("assertionFails", "throwsAnException", "setUpFails", "tearDownFails");
         for (var f : failures.entrySet()) {
             Path dir = classDir.resolve(f.getKey());
-            assertThat(f.getValue().getMessage()).endsWith("\n  Kiln evidence: " + dir);
-            assertThat(dir.resolve("failure.txt")).content().contains(f.getValue().getCause().toString());
+            // The failure keeps its own type and message; where the evidence went rides along as a suppressed note.
+            assertThat(f.getValue().getSuppressed()).filteredOn(KilnEvidence.class::isInstance).singleElement()
+                    .satisfies(e -> assertThat(((KilnEvidence) e).directory()).isEqualTo(dir))
+                    .satisfies(e -> assertThat(e).hasMessage("Kiln evidence: " + dir));
+            assertThat(dir.resolve("failure.txt")).content().contains(f.getValue().toString());
             List<Path> machines = subdirectories(dir);
             assertThat(machines).hasSize(1);
             Path m = machines.getFirst();
@@ -63,19 +66,17 @@ class KilnExtensionFailuresTest {
             assertThat(m.resolve("command-line.txt")).content().contains("qemu-system").contains("-kernel");
             assertThat(m.resolve("qmp.txt")).content().contains("qmp_capabilities");
             assertThat(m.resolve("vmm.log")).exists();
-            assertThat(m.resolve("machine.txt")).content().contains("declared: @Vm Failing.vm").contains("state: RUNNING");
+            assertThat(m.resolve("machine.txt")).content().contains("declared: @Vm Failing.vm").contains("state: RUNNING")
+                    .contains("backend: QEMU").contains("NEW → STARTING (start())").contains("STARTING → RUNNING");
         }
 
         Throwable assertion = failures.get("assertionFails");
-        assertThat(assertion).isInstanceOf(AssertionFailedError.class).hasCauseInstanceOf(AssertionFailedError.class);
-        assertThat(assertion.getMessage()).startsWith(assertion.getCause().getMessage());
-        var original = (AssertionFailedError) assertion.getCause();
-        assertThat(((AssertionFailedError) assertion).getExpected().getValue()).isEqualTo(original.getExpected().getValue()); // IDEs still show the diff
-        assertThat(((AssertionFailedError) assertion).getActual().getValue()).isEqualTo(original.getActual().getValue());
-        assertThat(assertion.getStackTrace()).isEqualTo(assertion.getCause().getStackTrace());
-        assertThat(failures.get("throwsAnException").getMessage()).startsWith("java.lang.IllegalStateException: boom\n");
-        assertThat(failures.get("setUpFails").getMessage()).startsWith("java.lang.IllegalStateException: setup broke\n");
-        assertThat(failures.get("tearDownFails").getMessage()).startsWith("java.lang.IllegalStateException: teardown broke\n");
+        assertThat(assertion).isInstanceOf(AssertionFailedError.class).hasNoCause();
+        assertThat(((AssertionFailedError) assertion).getExpected().getValue()).isEqualTo("something else"); // IDEs still show the diff
+        assertThat(((AssertionFailedError) assertion).getActual().getValue()).isEqualTo("guest says hi\n");
+        assertThat(failures.get("throwsAnException")).isExactlyInstanceOf(IllegalStateException.class).hasMessage("boom");
+        assertThat(failures.get("setUpFails")).isExactlyInstanceOf(IllegalStateException.class).hasMessage("setup broke");
+        assertThat(failures.get("tearDownFails")).isExactlyInstanceOf(IllegalStateException.class).hasMessage("teardown broke");
 
         Throwable aborted = throwables(results.testEvents().aborted().stream()).get("isAborted");
         assertThat(aborted).isInstanceOf(TestAbortedException.class).hasMessage("Assumption failed: not today").hasNoCause();
@@ -120,7 +121,7 @@ class KilnExtensionFailuresTest {
     void aFieldOfAnotherTypeFailsTheClassNamingIt() {
         EngineExecutionResults results = run(Samples.WrongType.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"));
         Throwable t = throwables(results.containerEvents().failed().stream()).get("WrongType");
-        assertThat(t).hasMessage("@Vm WrongType.vm has type java.lang.String; a @Vm is a QemuMachine or a dev.kiln.Machine");
+        assertThat(t).hasMessage("@Vm WrongType.vm has type java.lang.String; a @Vm is a dev.kiln.Machine, a QemuMachine or a FirecrackerMachine");
     }
 
     @Test
@@ -149,13 +150,35 @@ class KilnExtensionFailuresTest {
         Path dir = evidence.resolve("dev.kiln.junit.Samples_NeverReady").resolve("neverRuns_QemuMachine");
         assertThat(t.getMessage())
                 .startsWith("@Vm parameter #0 of NeverReady.neverRuns() (machine qemu-")
-                .contains("did not become ready", "timed out after 5 s waiting for /\\QKILN-READY\\E/", "last seen:")
+                .contains("did not start", "timed out after 5 s waiting for /\\QKILN-READY\\E/", "last seen:")
                 .endsWith("\n  Kiln evidence: " + dir);
         Path machine = subdirectories(dir).getFirst();
         assertThat(t.getMessage()).contains(machine.getFileName().toString());
         assertThat(machine.resolve("console.txt")).content().isNotBlank().doesNotContain("KILN-READY");
         assertThat(machine.resolve("command-line.txt")).content().contains("rdinit=/bin/sh");
         LeakCheck.assertNoneLeft();
+    }
+
+    @Test
+    void aFirecrackerMachineOnAHostWithoutUsableKvmFailsAtOnceSayingWhy() {
+        String fc = System.getenv("FIRECRACKER_BIN");
+        Assumptions.assumeTrue(fc != null && Executables.find(fc).isPresent(), "FIRECRACKER_BIN is not set: point it at a Firecracker release binary");
+        Assumptions.assumeFalse(dev.kiln.support.HostKvm.usable(), "this host has real KVM: the guest would boot");
+        EngineExecutionResults results = run(Samples.OnFirecracker.class, Map.of());
+        Throwable t = throwables(results.containerEvents().failed().stream()).get("OnFirecracker");
+        assertThat(t).hasMessageStartingWith("@Vm OnFirecracker.vm (machine firecracker-")
+                .hasMessageContaining("Firecracker cannot boot a guest on this host: it needs real KVM")
+                .hasMessageContaining(dev.kiln.support.HostKvm.whyUnusable());
+        assertThat(results.testEvents().started().count()).isZero();
+        LeakCheck.assertNoneLeft();
+    }
+
+    @Test
+    void aFieldDeclaredForOneBackendCannotRunOnTheOther() {
+        EngineExecutionResults results = run(Samples.BackendMismatch.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"));
+        Throwable t = throwables(results.containerEvents().failed().stream()).get("BackendMismatch");
+        assertThat(t).hasMessage("@Vm BackendMismatch.vm is declared as QemuMachine but runs on Firecracker: declare it as"
+                + " dev.kiln.Machine, or drop backend = \"firecracker\"");
     }
 
     private EngineExecutionResults run(Class<?> sample, Map<String, String> parameters) {

@@ -65,6 +65,7 @@ class KilnExtensionTest {
                                                      @Vm(memoryMib = 160, cpus = 2, append = "kiln.param=b") QemuMachine b) {
             List<QemuMachine> all = List.of((QemuMachine) perTest, a, b);
             handedOut.addAll(all);
+            perTestIds.add(perTest.id());
             assertThat(all).extracting(Machine::id).doesNotHaveDuplicates();
             for (QemuMachine m : all) assertThat(m.guest().exec("true").exitCode()).isZero();
             assertThat(b.commandLine()).containsSequence("-m", "160").containsSequence("-smp", "2");
@@ -82,8 +83,16 @@ class KilnExtensionTest {
         @Test
         void anInstanceFieldGetsAMachineForEachTest() {
             handedOut.add(perTest);
-            assertThat(perTest.isRunning()).isTrue();
-            assertThat(handedOut.stream().filter(m -> m.id().equals(perTest.id()))).hasSize(1);
+            perTestIds.add(perTest.id());
+            assertThat(perTest.state()).isEqualTo(MachineState.RUNNING);
+        }
+
+        /** The ids of the perTest machines each test of this class was given. */
+        static final List<String> perTestIds = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+        @AfterAll
+        static void eachTestHadAMachineOfItsOwn() {
+            assertThat(perTestIds).hasSize(2).doesNotHaveDuplicates();
         }
     }
 

@@ -163,6 +163,31 @@ final class Samples {
         }
     }
 
+    /** A machine on Firecracker: it needs real KVM to boot its guest. */
+    @ExtendWith(OnlyInTestKit.class)
+    @KilnTest
+    static class OnFirecracker {
+        @Vm(backend = "firecracker")
+        static dev.kiln.Machine vm;
+
+        @Test
+        void runs() {
+            assertThat(vm.guest().exec("true").exitCode()).isZero();
+        }
+    }
+
+    /** A field declared for one backend and asked to run on the other. */
+    @ExtendWith(OnlyInTestKit.class)
+    @KilnTest
+    static class BackendMismatch {
+        @Vm(backend = "firecracker")
+        static QemuMachine vm;
+
+        @Test
+        void neverRuns() {
+        }
+    }
+
     /** A guest whose init is a shell never prints the ready marker. */
     @ExtendWith(OnlyInTestKit.class)
     @KilnTest

@@ -7,6 +7,7 @@ import dev.kiln.MachineState;
 import dev.kiln.image.DefaultImage;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.file.Files;
@@ -21,9 +22,8 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
  * closing mid-reply: {@link QmpProtocolTest}; an agent's wrong sync id: QgaGuestTest; a missing command in
  * the guest: {@link BootTest}.)
  */
+@ExtendWith(QemuAvailable.class)
 class BadInputTest {
-    static { QemuAvailable.require(); }
-
     @TempDir Path tmp;
 
     static final GuestImage IMAGE = DefaultImage.get(System.out::println);

@@ -8,6 +8,7 @@ import dev.kiln.MachineState;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.file.Files;
@@ -22,9 +23,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /** One real boot of the default image serves the whole class. */
+@ExtendWith(QemuAvailable.class)
 class BootTest {
-    static { QemuAvailable.require(); }
-
     static QemuMachine vm;
 
     @BeforeAll

@@ -6,15 +6,15 @@ import dev.kiln.qemu.net.Cable;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
 /** Two real guests joined by a {@link Cable}: nothing of Kiln's sits between their NICs. */
+@ExtendWith(QemuAvailable.class)
 class CableTest {
-    static { QemuAvailable.require(); }
-
     static List<QemuMachine> vms = List.of();
 
     @BeforeAll

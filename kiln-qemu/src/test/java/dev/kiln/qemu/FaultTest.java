@@ -12,6 +12,7 @@ import dev.kiln.image.DefaultImage;
 import dev.kiln.os.Posix;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.lang.management.ManagementFactory;
@@ -27,9 +28,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /** Things going wrong under a running guest: each is reported clearly and promptly, and nothing is left. */
+@ExtendWith(QemuAvailable.class)
 class FaultTest {
-    static { QemuAvailable.require(); }
-
     @TempDir Path tmp;
 
     @AfterEach

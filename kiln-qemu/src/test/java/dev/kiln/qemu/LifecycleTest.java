@@ -7,6 +7,7 @@ import dev.kiln.MachineCancelledException;
 import dev.kiln.MachineState;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
@@ -18,9 +19,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /** Pause, resume, reset and cancellation of running guests. */
+@ExtendWith(QemuAvailable.class)
 class LifecycleTest {
-    static { QemuAvailable.require(); }
-
     static final GuestImage IMAGE = TestGuests.image();
 
     @AfterEach

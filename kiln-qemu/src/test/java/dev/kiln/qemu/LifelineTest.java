@@ -1,6 +1,7 @@
 package dev.kiln.qemu;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -13,9 +14,8 @@ import java.util.concurrent.TimeUnit;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /** A JVM that is SIGKILLed takes its QEMU with it: the lifeline's watcher kills QEMU and removes the work dir. */
+@ExtendWith(QemuAvailable.class)
 class LifelineTest {
-    static { QemuAvailable.require(); }
-
     /** Runs in the child JVM: start a machine, say its pid and work dir, then wait to be killed. */
     public static void main(String[] args) throws Exception {
         QemuMachine vm = QemuMachine.builder().noGuest().paused(true).machine("none").memoryMib(16).start();

@@ -8,6 +8,7 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.time.Duration;
 import java.util.ArrayList;
@@ -26,9 +27,8 @@ import java.util.function.UnaryOperator;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /** Three real guests on a {@link Network}: they all talk, then the switch's faults cut them apart and heal. */
+@ExtendWith(QemuAvailable.class)
 class NetworkTest {
-    static { QemuAvailable.require(); }
-
     static final List<String> IPS = List.of("10.0.1.1", "10.0.1.2", "10.0.1.3");
     static Network net;
     static List<Port> ports = List.of();

@@ -5,6 +5,7 @@ import dev.kiln.MachineState;
 import dev.kiln.image.DefaultImage;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -13,9 +14,8 @@ import java.time.Duration;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /** Machines that end: from the guest, from the host, with a console log file. */
+@ExtendWith(QemuAvailable.class)
 class PowerOffTest {
-    static { QemuAvailable.require(); }
-
     @AfterAll
     static void nothingLeaks() {
         LeakCheck.assertNoneLeft();

@@ -11,6 +11,7 @@ import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -22,9 +23,8 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 
 /** QMP against a real QEMU with no guest: paused ({@code -S}), no kernel. Fast. */
+@ExtendWith(QemuAvailable.class)
 class QmpTest {
-    static { QemuAvailable.require(); }
-
     private static QemuMachine paused() {
         return QemuMachine.builder().noGuest().paused(true).machine("none").memoryMib(16).accelerator(Accelerator.TCG).start();
     }

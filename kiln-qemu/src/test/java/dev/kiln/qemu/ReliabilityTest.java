@@ -6,6 +6,7 @@ import dev.kiln.image.DefaultImage;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.io.IOException;
 import java.lang.management.ManagementFactory;
@@ -28,9 +29,8 @@ import static org.assertj.core.api.Assertions.assertThat;
  * ({@code -DexcludedGroups=reliability}); CI runs it.
  */
 @Tag("reliability")
+@ExtendWith(QemuAvailable.class)
 class ReliabilityTest {
-    static { QemuAvailable.require(); }
-
     static final int CYCLES = Integer.getInteger("kiln.reliability.cycles", 200);
     static final int LANES = 2; // one per core: the cycles run two at a time
     static final int CONCURRENT = Integer.getInteger("kiln.reliability.concurrent", 8);
@@ -40,12 +40,13 @@ class ReliabilityTest {
         LeakCheck.assertNoneLeft();
     }
 
+    /** Kiln's threads that serve the whole JVM, started once. */
+    static final java.util.Set<String> JVM_WIDE_THREADS = java.util.Set.of("kiln-qga-write-watchdog", "kiln-exit-watcher");
+
     /** One boot → exec → shutdown cycle; returns its wall time in ms. */
     static long cycle(GuestImage image, int n) {
         long t0 = System.nanoTime();
         try (QemuMachine vm = QemuMachine.builder().image(image).memoryMib(128).start()) {
-            vm.console().await(image.readyMarker(), Duration.ofSeconds(120));
-            vm.guest().awaitReady(Duration.ofSeconds(60));
             ExecResult r = vm.guest().exec("sh", "-c", "echo cycle " + n);
             assertThat(r.stdoutText()).isEqualTo("cycle " + n + "\n");
             vm.shutdown(Duration.ofSeconds(30));
@@ -84,8 +85,8 @@ class ReliabilityTest {
                 sorted.get(sorted.size() / 2), sorted.get(sorted.size() * 9 / 10), sorted.getLast(), first, last);
         assertThat(times).hasSize(LANES + perLane * LANES);
         assertThat(last.fds).as("open fds by kind").isEqualTo(first.fds);
-        // Only JVM-wide ones (the agent client's write watchdog) may remain: none per machine.
-        assertThat(last.kilnThreads).as("kiln threads").isEqualTo(first.kilnThreads).allMatch(n -> n.equals("kiln-qga-write-watchdog"));
+        // Only JVM-wide ones may remain: none per machine, platform or virtual.
+        assertThat(last.kilnThreads).as("kiln threads").isEqualTo(first.kilnThreads).allMatch(JVM_WIDE_THREADS::contains);
         assertThat(last.platformThreads).as("platform threads").isLessThanOrEqualTo(first.platformThreads);
         assertThat(last.children).as("child processes").isEqualTo(first.children).isZero();
         assertThat(last.workDirs).as("work dirs").isEqualTo(first.workDirs).isZero();
@@ -100,9 +101,7 @@ class ReliabilityTest {
             for (int i = 0; i < CONCURRENT; i++) {
                 int n = i;
                 guests.add(pool.submit(() -> {
-                    try (QemuMachine vm = QemuMachine.builder().image(image).memoryMib(128).start()) {
-                        vm.console().await(image.readyMarker(), Duration.ofMinutes(4));
-                        vm.guest().awaitReady(Duration.ofMinutes(2));
+                    try (QemuMachine vm = QemuMachine.builder().image(image).memoryMib(128).readyTimeout(Duration.ofMinutes(6)).start()) {
                         for (int k = 0; k < 5; k++) {
                             ExecResult r = vm.guest().exec("sh", "-c", "echo $((" + n + " * 1000 + " + k + "))");
                             assertThat(r.stdoutText().strip()).isEqualTo(Integer.toString(n * 1000 + k));
@@ -120,10 +119,13 @@ class ReliabilityTest {
         LeakCheck.assertNoneLeft();
     }
 
-    /** What a leak would show in: fds by kind, threads, child processes, work dirs. */
+    /**
+     * What a leak would show in: fds by kind, platform threads, Kiln's threads (platform and virtual, from a thread
+     * dump, by name), child processes, work dirs. No garbage collection first: a channel dropped without close holds
+     * its fd until collected, and that is a leak to see.
+     */
     record Snapshot(Map<String, Integer> fds, long platformThreads, List<String> kilnThreads, long children, long workDirs) {
         static Snapshot take() {
-            System.gc(); // channels dropped without close would hold fds until collected: don't count those
             Map<String, Integer> fds = new TreeMap<>();
             try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
                 for (Path p : s.toList()) {
@@ -140,10 +142,28 @@ class ReliabilityTest {
             } catch (IOException e) {
                 throw new AssertionError(e);
             }
-            List<String> kiln = Thread.getAllStackTraces().keySet().stream().map(Thread::getName)
-                    .filter(n -> n.startsWith("kiln-")).sorted().toList();
-            return new Snapshot(fds, ManagementFactory.getThreadMXBean().getThreadCount(), kiln,
+            return new Snapshot(fds, ManagementFactory.getThreadMXBean().getThreadCount(), kilnThreadNames(),
                     ProcessHandle.current().children().count(), LeakCheck.leftovers().size());
+        }
+
+        /** Every thread named kiln-…, virtual ones included, as the JDK's thread dump lists them. */
+        private static List<String> kilnThreadNames() {
+            try {
+                Path dump = Files.createTempFile("kiln-threads", ".json");
+                Files.delete(dump); // dumpThreads refuses an existing file
+                try {
+                    ManagementFactory.getPlatformMXBean(com.sun.management.HotSpotDiagnosticMXBean.class)
+                            .dumpThreads(dump.toString(), com.sun.management.HotSpotDiagnosticMXBean.ThreadDumpFormat.JSON);
+                    java.util.regex.Matcher m = java.util.regex.Pattern.compile("\"name\": \"(kiln-[^\"]*)\"").matcher(Files.readString(dump));
+                    List<String> names = new ArrayList<>();
+                    while (m.find()) names.add(m.group(1));
+                    return names.stream().sorted().toList();
+                } finally {
+                    Files.deleteIfExists(dump);
+                }
+            } catch (IOException e) {
+                throw new AssertionError("cannot dump the JVM's threads", e);
+            }
         }
     }
 }

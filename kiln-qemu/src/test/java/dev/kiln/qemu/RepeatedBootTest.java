@@ -4,6 +4,7 @@ import dev.kiln.GuestImage;
 import dev.kiln.image.DefaultImage;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.time.Duration;
 import java.util.ArrayList;
@@ -15,9 +16,8 @@ import static org.assertj.core.api.Assertions.assertThat;
  * microvm under TCG hangs about one boot in ten when the kernel cannot calibrate the TSC against the PIT.
  * Kiln passes tsc_early_khz; 30 boots in a row must all reach the ready marker.
  */
+@ExtendWith(QemuAvailable.class)
 class RepeatedBootTest {
-    static { QemuAvailable.require(); }
-
     static final int BOOTS = 30;
 
     @AfterAll

@@ -3,6 +3,7 @@ package dev.kiln.qemu;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.io.IOException;
 import java.io.InputStream;
@@ -18,9 +19,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /** The legacy-free microvm preset with its user-mode NIC, port forwards and an extra channel: one boot. */
+@ExtendWith(QemuAvailable.class)
 class UserNetworkTest {
-    static { QemuAvailable.require(); }
-
     static QemuMachine vm;
 
     @BeforeAll
