@@ -1,6 +1,6 @@
 package dev.kiln;
 
-import dev.kiln.vmm.MachineFactory;
+import dev.kiln.vmm.spi.MachineFactory;
 
 import java.util.EnumMap;
 import java.util.Map;

@@ -224,18 +224,18 @@ final class ReadinessProbes {
         long pause = FIRST_PAUSE.toNanos();
         String seen = "nothing yet";
         while (true) {
+            Duration remaining = deadline.remaining();
+            if (remaining.isZero()) throw new WaitTimeoutException(awaited, timeout, seen);
             try {
-                seen = attempt.run(deadline.remaining());
+                seen = attempt.run(remaining);
                 if (seen == null) return;
             } catch (WaitTimeoutException e) {
                 seen = e.getMessage();
             } catch (GuestException e) {
                 seen = e.getMessage(); // the agent is not up yet, say: ask again
             }
-            long left = deadline.remainingNanos();
-            if (left == 0) throw new WaitTimeoutException(awaited, timeout, seen);
             try {
-                TimeUnit.NANOSECONDS.sleep(Math.min(pause, left));
+                TimeUnit.NANOSECONDS.sleep(Math.min(pause, deadline.remainingNanos()));
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new KilnException("interrupted while waiting for " + awaited, e);

@@ -16,7 +16,7 @@ public final class Text {
     public static String human(Duration d) {
         long ms = d.toMillis();
         if (ms < 1000) return ms + " ms";
-        if (ms < 60_000) return (ms % 1000 == 0 ? String.valueOf(ms / 1000) : String.format("%.1f", ms / 1000.0)) + " s";
+        if (ms < 60_000) return String.format(java.util.Locale.ROOT, "%.1f", ms / 1000.0).replaceAll("\\.0$", "") + " s";
         return (ms / 60_000) + " min " + (ms % 60_000) / 1000 + " s";
     }
 }

@@ -23,6 +23,8 @@ import dev.kiln.os.ExitStatus;
 import dev.kiln.os.Posix;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.VmmProcess;
+import dev.kiln.vmm.spi.Launch;
+import dev.kiln.vmm.spi.VmmDriver;
 import dev.kiln.support.WorkDir;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;

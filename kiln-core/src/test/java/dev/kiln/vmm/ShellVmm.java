@@ -8,6 +8,8 @@ import dev.kiln.os.Posix;
 import dev.kiln.os.Spawn;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.VmmProcess;
+import dev.kiln.vmm.spi.Launch;
+import dev.kiln.vmm.spi.VmmDriver;
 
 import java.time.Duration;
 import java.util.List;

@@ -22,8 +22,8 @@ import dev.kiln.support.Executables;
 import dev.kiln.support.HostKvm;
 import dev.kiln.support.KilnCache;
 import dev.kiln.support.VmmProcess;
-import dev.kiln.vmm.Launch;
-import dev.kiln.vmm.VmmDriver;
+import dev.kiln.vmm.spi.Launch;
+import dev.kiln.vmm.spi.VmmDriver;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 

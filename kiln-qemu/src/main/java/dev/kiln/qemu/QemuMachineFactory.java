@@ -3,7 +3,7 @@ package dev.kiln.qemu;
 import dev.kiln.Backend;
 import dev.kiln.Machine;
 import dev.kiln.MachineSpec;
-import dev.kiln.vmm.MachineFactory;
+import dev.kiln.vmm.spi.MachineFactory;
 
 /** QEMU as a backend of {@link dev.kiln.Kiln}. */
 public final class QemuMachineFactory implements MachineFactory {

@@ -1,4 +1,4 @@
-package dev.kiln.vmm;
+package dev.kiln.vmm.spi;
 
 import dev.kiln.Console;
 import dev.kiln.GuestImage;
@@ -62,7 +62,7 @@ public record Launch(String id, MachineSpec spec, GuestImage image, Path workDir
         return socketPair(workDir, name);
     }
 
-    static SocketPair socketPair(Path dir, String name) {
+    public static SocketPair socketPair(Path dir, String name) {
         Path path = dir.resolve(name + ".sock");
         try (ServerSocketChannel listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
             listener.bind(UnixDomainSocketAddress.of(path));

@@ -1,4 +1,4 @@
-package dev.kiln.vmm;
+package dev.kiln.vmm.spi;
 
 import dev.kiln.Backend;
 import dev.kiln.Machine;
