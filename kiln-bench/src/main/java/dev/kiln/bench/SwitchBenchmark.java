@@ -1,5 +1,6 @@
 package dev.kiln.bench;
 
+import dev.kiln.qemu.internal.NetworkEnds;
 import dev.kiln.qemu.net.Network;
 import dev.kiln.qemu.net.Port;
 import dev.kiln.qemu.net.PortStats;
@@ -84,8 +85,8 @@ public final class SwitchBenchmark {
         try (Network net = Network.builder().name("bench").create()) {
             Port a = net.port("a"), b = net.port("b");
             long macA = mac(a), macB = mac(b);
-            learn(b.fd(), macA, macB, a.fd()); // so a's frames go to b alone, not flooded
-            double rate = pump(a.fd(), b.fd(), frame(size, macB, macA), seconds);
+            learn(NetworkEnds.socket(b), macA, macB, NetworkEnds.socket(a)); // so a's frames go to b alone, not flooded
+            double rate = pump(NetworkEnds.socket(a), NetworkEnds.socket(b), frame(size, macB, macA), seconds);
             PortStats in = a.stats(), out = b.stats();
             double dropped = out.droppedQueueFull() * 100.0 / Math.max(1, in.framesIn() - 1);
             return new double[] {rate, dropped};
@@ -161,8 +162,8 @@ public final class SwitchBenchmark {
         try (Network net = Network.builder().name("bench").create()) {
             Port a = net.port("a"), b = net.port("b");
             long macA = mac(a), macB = mac(b);
-            learn(b.fd(), macA, macB, a.fd());
-            return pingPong(a.fd(), b.fd(), frame(size, macB, macA), frame(size, macA, macB), count);
+            learn(NetworkEnds.socket(b), macA, macB, NetworkEnds.socket(a));
+            return pingPong(NetworkEnds.socket(a), NetworkEnds.socket(b), frame(size, macB, macA), frame(size, macA, macB), count);
         }
     }
 

@@ -1,5 +1,6 @@
 package dev.kiln.os;
 
+import dev.kiln.ExitStatus;
 import dev.kiln.KilnException;
 
 import java.lang.foreign.Arena;
@@ -161,8 +162,21 @@ public final class Posix {
             int options = noHang ? WNOHANG : 0;
             long r = Libc.check(Libc.callRetrying(state -> (int) WAITPID.invokeExact(state, p, status, options)),
                     "waitpid(pid " + pid + (noHang ? ", WNOHANG)" : ")"));
-            return r == 0 ? null : ExitStatus.decode(status.get(JAVA_INT, 0));
+            return r == 0 ? null : decode(status.get(JAVA_INT, 0));
         }
+    }
+
+    /** Decodes a raw status from wait(2); only exits and deaths, since Kiln never asks for stop reports. */
+    static ExitStatus decode(int status) {
+        int low = status & 0x7f;
+        if (low == 0) return ExitStatus.exitedWith((status >> 8) & 0xff);
+        if (low != 0x7f) return ExitStatus.killedBy(low, (status & 0x80) != 0);
+        throw new IllegalArgumentException("wait status 0x" + Integer.toHexString(status) + " is a stop, not an exit");
+    }
+
+    /** "SIGKILL", or "signal 77" for numbers the C library has no name for. */
+    public static String signalName(int signal) {
+        return Libc.signalName(signal);
     }
 
     /**

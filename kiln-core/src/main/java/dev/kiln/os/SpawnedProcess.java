@@ -1,5 +1,6 @@
 package dev.kiln.os;
 
+import dev.kiln.ExitStatus;
 import dev.kiln.KilnException;
 
 import java.time.Duration;

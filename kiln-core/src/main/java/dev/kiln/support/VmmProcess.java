@@ -1,7 +1,7 @@
 package dev.kiln.support;
 
 import dev.kiln.KilnException;
-import dev.kiln.os.ExitStatus;
+import dev.kiln.ExitStatus;
 import dev.kiln.os.Fd;
 import dev.kiln.os.PidFd;
 import dev.kiln.os.Posix;

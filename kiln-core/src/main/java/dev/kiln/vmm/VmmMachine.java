@@ -19,7 +19,7 @@ import dev.kiln.StartTimings;
 import dev.kiln.StateChange;
 import dev.kiln.Text;
 import dev.kiln.WaitTimeoutException;
-import dev.kiln.os.ExitStatus;
+import dev.kiln.ExitStatus;
 import dev.kiln.os.Posix;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.VmmProcess;
@@ -104,6 +104,7 @@ public abstract class VmmMachine implements Machine {
      * @param spec   what to run
      * @param driver how to run it on this backend
      */
+    @SuppressWarnings("exports") // backends subclass this, through the driver SPI their modules can see
     protected VmmMachine(MachineSpec spec, VmmDriver driver) {
         this.spec = spec;
         this.driver = driver;

@@ -1,5 +1,6 @@
 package dev.kiln.os;
 
+import dev.kiln.ExitStatus;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.net.StandardProtocolFamily;

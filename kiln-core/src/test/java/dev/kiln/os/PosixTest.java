@@ -1,5 +1,6 @@
 package dev.kiln.os;
 
+import dev.kiln.ExitStatus;
 import dev.kiln.KilnException;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
@@ -121,9 +122,9 @@ class PosixTest {
 
     @Test
     void exitStatusDecodesWaitStatuses() {
-        assertThat(ExitStatus.decode(7 << 8)).isEqualTo(ExitStatus.exitedWith(7));
-        assertThat(ExitStatus.decode(9)).isEqualTo(ExitStatus.killedBy(9, false));
-        assertThat(ExitStatus.decode(0x80 | 11)).isEqualTo(ExitStatus.killedBy(11, true));
+        assertThat(Posix.decode(7 << 8)).isEqualTo(ExitStatus.exitedWith(7));
+        assertThat(Posix.decode(9)).isEqualTo(ExitStatus.killedBy(9, false));
+        assertThat(Posix.decode(0x80 | 11)).isEqualTo(ExitStatus.killedBy(11, true));
         assertThat(ExitStatus.killedBy(9, false).shellCode()).isEqualTo(137);
         assertThat(ExitStatus.killedBy(11, true)).hasToString("killed by SIGSEGV (core dumped)");
         assertThat(ExitStatus.exitedWith(3)).hasToString("exited with code 3");

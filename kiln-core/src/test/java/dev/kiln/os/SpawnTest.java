@@ -1,5 +1,6 @@
 package dev.kiln.os;
 
+import dev.kiln.ExitStatus;
 import dev.kiln.KilnException;
 import dev.kiln.os.Spawn.Redirect;
 import org.junit.jupiter.api.Test;

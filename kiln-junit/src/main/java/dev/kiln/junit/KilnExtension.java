@@ -50,6 +50,9 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
     public static final String EVIDENCE_DIR_PROPERTY = "kiln.evidence.dir";
     public static final String DEFAULT_EVIDENCE_DIR = "target/kiln";
 
+    /** Made by JUnit, from {@code @KilnTest} or {@code @ExtendWith}. */
+    public KilnExtension() {}
+
     // ---- skipping without QEMU -------------------------------------------------------------------
 
     @Override

@@ -10,7 +10,7 @@ import dev.kiln.MachineSpec;
 import dev.kiln.Nic;
 import dev.kiln.agent.QgaGuest;
 import dev.kiln.image.DefaultImage;
-import dev.kiln.os.ExitStatus;
+import dev.kiln.ExitStatus;
 import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
 import dev.kiln.support.Deadline;

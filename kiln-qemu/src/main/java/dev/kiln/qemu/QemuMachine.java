@@ -8,7 +8,8 @@ import dev.kiln.KilnException;
 import dev.kiln.MachineSpec;
 import dev.kiln.SpecBuilder;
 import dev.kiln.agent.QgaGuest;
-import dev.kiln.os.Fd;
+import dev.kiln.qemu.internal.NetworkEnds;
+import dev.kiln.qemu.net.Cable;
 import dev.kiln.qemu.net.Port;
 import dev.kiln.vmm.VmmMachine;
 
@@ -304,18 +305,19 @@ public final class QemuMachine extends VmmMachine {
         }
 
         /**
-         * A virtio NIC whose frames go over {@code fd}, a connected stream socket (QEMU's {@code -netdev socket,fd=N}:
-         * each frame preceded by its length, 4 bytes big-endian): an end of a {@link dev.kiln.qemu.net.Cable}.
-         * {@code mac} like {@code 52:54:00:12:34:56}, or null for QEMU's. Its netdev id is {@code sock<n>}.
+         * A virtio NIC on one end of a {@link dev.kiln.qemu.net.Cable}: its frames go over the cable's socket (QEMU's
+         * {@code -netdev socket,fd=N}, each frame preceded by its length, 4 bytes big-endian), with the end's MAC
+         * address. Its netdev id is {@code sock<n>}, n counting from 0.
          */
-        public Builder nic(Fd fd, String mac) {
-            socketNics.add(new QemuOptions.SocketNic(Objects.requireNonNull(fd, "fd"), mac));
+        public Builder nic(Cable.End end) {
+            socketNics.add(new QemuOptions.SocketNic(NetworkEnds.socket(end), end.mac()));
             return this;
         }
 
         /** A virtio NIC plugged into a port of a Kiln {@link dev.kiln.qemu.net.Network}. */
         public Builder nic(Port port) {
-            return nic(port.fd(), port.mac());
+            socketNics.add(new QemuOptions.SocketNic(NetworkEnds.socket(port), port.mac()));
+            return this;
         }
 
         /** User-mode networking on or off (off drops its forwards). */

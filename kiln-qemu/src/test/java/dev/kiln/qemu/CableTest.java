@@ -22,8 +22,8 @@ class CableTest {
         GuestImage image = DefaultImage.get(System.out::println);
         try (Cable cable = Cable.create()) {
             vms = NetworkTest.bootInParallel(image, List.of(
-                    b -> b.nic(cable.a(), cable.macA()),
-                    b -> b.nic(cable.b(), cable.macB())));
+                    b -> b.nic(cable.a()),
+                    b -> b.nic(cable.b())));
         } // each QEMU has its own copy of its end: closing ours does not cut the cable
         NetworkTest.address(vms.get(0), "10.0.0.1");
         NetworkTest.address(vms.get(1), "10.0.0.2");

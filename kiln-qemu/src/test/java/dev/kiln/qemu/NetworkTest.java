@@ -39,8 +39,7 @@ class NetworkTest {
         GuestImage image = DefaultImage.get(System.out::println);
         net = Network.builder().name("nettest").create();
         ports = List.of(net.port("a"), net.port("b"), net.port("c"));
-        vms = bootInParallel(image, ports.stream().<UnaryOperator<QemuMachine.Builder>>map(p -> b -> b.nic(p.fd(), p.mac())).toList());
-        for (Port p : ports) p.fd().close(); // QEMU has its own copy
+        vms = bootInParallel(image, ports.stream().<UnaryOperator<QemuMachine.Builder>>map(p -> b -> b.nic(p)).toList());
         for (int i = 0; i < vms.size(); i++) address(vms.get(i), IPS.get(i));
     }
 

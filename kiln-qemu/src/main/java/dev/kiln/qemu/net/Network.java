@@ -20,7 +20,7 @@ import java.util.concurrent.atomic.AtomicInteger;
  * <pre>{@code
  * try (Network net = Network.create()) {
  *     Port a = net.port("a"), b = net.port("b"), c = net.port("c");
- *     // QemuMachine.builder().nic(a.fd(), a.mac())… for each machine
+ *     // QemuMachine.builder().nic(a)… for each machine
  *     net.partition(List.of(a), List.of(b, c)); // a hears no one, b and c still talk
  *     net.heal();
  * }

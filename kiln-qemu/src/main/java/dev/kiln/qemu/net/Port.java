@@ -3,13 +3,15 @@ package dev.kiln.qemu.net;
 import dev.kiln.os.Fd;
 
 /**
- * One port of a {@link Network}'s switch. Plug a machine into it with
- * {@code QemuMachine.builder().nic(port.fd(), port.mac())}; the switch holds the other end of the socket.
- *
- * <p>The VMM gets its own copy of {@link #fd()} at spawn, so the caller may close that once the machine started
- * (the network closes it at the latest). {@link #close()} unplugs the port from the switch for good.
+ * One port of a {@link Network}'s switch. Plug a machine into it with {@code QemuMachine.builder().nic(port)}; the
+ * switch holds the other end of the socket. The VMM gets its own copy of the machine's end at spawn; the network
+ * closes Kiln's at the latest. {@link #close()} unplugs the port from the switch for good.
  */
 public final class Port implements AutoCloseable {
+    static {
+        Sockets.register();
+    }
+
     private final Network network;
     private final String name;
     private final String mac;
@@ -34,8 +36,8 @@ public final class Port implements AutoCloseable {
         return mac;
     }
 
-    /** The machine's end of the port's socket, for {@code nic(fd, mac)}. */
-    public Fd fd() {
+    /** The machine's end of the port's socket. */
+    Fd fd() {
         return fd;
     }
 

@@ -342,7 +342,7 @@ class NetworkSwitchTest {
     void aCableCarriesFramesStraightBetweenItsEnds() throws IOException {
         Set<String> before = socketsAndEventFds();
         try (Cable cable = Cable.create()) {
-            TestNic a = new TestNic(cable.a(), cable.macA()), b = new TestNic(cable.b(), cable.macB());
+            TestNic a = new TestNic(cable.a().socket, cable.macA()), b = new TestNic(cable.b().socket, cable.macB());
             a.send(b.mac, "over the cable");
             assertThat(b.receiveText(ARRIVES)).isEqualTo("over the cable");
             b.send(a.mac, "and back");

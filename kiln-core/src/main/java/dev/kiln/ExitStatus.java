@@ -1,7 +1,9 @@
-package dev.kiln.os;
+package dev.kiln;
+
+import dev.kiln.os.Posix;
 
 /**
- * How a process ended, decoded from a wait status: either it {@code exited} with {@code code}, or it was killed by
+ * How a process (a VMM, say) ended, decoded from a wait status: either it {@code exited} with {@code code}, or it was killed by
  * {@code signal} (and perhaps dumped core).
  */
 public record ExitStatus(boolean exited, int code, int signal, boolean coreDumped) {
@@ -19,14 +21,6 @@ public record ExitStatus(boolean exited, int code, int signal, boolean coreDumpe
         return new ExitStatus(false, 0, signal, coreDumped);
     }
 
-    /** Decodes a raw status from wait(2); only exits and deaths, since Kiln never asks for stop reports. */
-    static ExitStatus decode(int status) {
-        int low = status & 0x7f;
-        if (low == 0) return exitedWith((status >> 8) & 0xff);
-        if (low != 0x7f) return killedBy(low, (status & 0x80) != 0);
-        throw new IllegalArgumentException("wait status 0x" + Integer.toHexString(status) + " is a stop, not an exit");
-    }
-
     /** The code a shell would report in {@code $?}: the exit code, or 128 plus the signal number. */
     public int shellCode() {
         return exited ? code : 128 + signal;
@@ -39,6 +33,6 @@ public record ExitStatus(boolean exited, int code, int signal, boolean coreDumpe
     @Override
     public String toString() {
         return exited ? "exited with code " + code
-                : "killed by " + Libc.signalName(signal) + (coreDumped ? " (core dumped)" : "");
+                : "killed by " + Posix.signalName(signal) + (coreDumped ? " (core dumped)" : "");
     }
 }

@@ -1,0 +1,9 @@
+/** The {@code kiln} command. */
+module dev.kiln.cli {
+    requires dev.kiln.qemu;
+    requires dev.kiln.firecracker;
+    requires dev.kiln.image;
+    requires info.picocli;
+
+    opens dev.kiln.cli to info.picocli; // picocli sets the commands' option fields
+}
