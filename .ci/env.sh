@@ -34,3 +34,19 @@ kiln_setup_host() {
     DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
   fi
 }
+
+# Firecracker release binaries are not packaged: use FIRECRACKER_BIN and JAILER_BIN when set, else the newest ones in
+# /opt/firecracker (the README says how to get them there).
+kiln_find_firecracker() {
+  if [[ -z "${FIRECRACKER_BIN:-}" ]]; then
+    local fc
+    fc=$(ls /opt/firecracker/firecracker-v* 2>/dev/null | sort -V | tail -1 || true)
+    [[ -n "$fc" && -x "$fc" ]] && export FIRECRACKER_BIN="$fc"
+  fi
+  if [[ -z "${JAILER_BIN:-}" ]]; then
+    local jl
+    jl=$(ls /opt/firecracker/jailer-v* 2>/dev/null | sort -V | tail -1 || true)
+    [[ -n "$jl" && -x "$jl" ]] && export JAILER_BIN="$jl"
+  fi
+  return 0
+}

@@ -102,9 +102,7 @@ final class FirecrackerDriver implements VmmDriver {
 
     @Override
     public void preflight() {
-        checkBinary(options.binary, "Firecracker", "FIRECRACKER_BIN");
-        if (options.jailer != null) checkBinary(options.jailer.binary(), "jailer", "JAILER_BIN");
-        spec.name().ifPresent(Jailer::requireJailId);
+        // KVM first: without it, getting the binaries would not help.
         if (spec.bootsGuest() && options.kvmCheck) {
             String why = HostKvm.whyUnusable();
             if (why != null) {
@@ -113,6 +111,9 @@ final class FirecrackerDriver implements VmmDriver {
                         List.of(options.binary), null, null, null);
             }
         }
+        checkBinary(options.binary, "Firecracker", "FIRECRACKER_BIN");
+        if (options.jailer != null) checkBinary(options.jailer.binary(), "jailer", "JAILER_BIN");
+        spec.name().ifPresent(Jailer::requireJailId);
     }
 
     private static void checkBinary(String bin, String what, String variable) {

@@ -42,7 +42,7 @@ import java.util.stream.Stream;
 public final class DefaultImage {
     private DefaultImage() {}
 
-    /** The line the image prints on its console once qemu-ga has been started. */
+    /** The line the image prints on its console once qemu-ga listens on its port (on vsock: once it was started). */
     public static final String READY_MARKER = "KILN-READY";
     /** What the image needs on the kernel command line: a panic (say, init dying) ends the VM at once. */
     public static final String CMDLINE = "panic=-1";
@@ -59,7 +59,7 @@ public final class DefaultImage {
      */
     static final boolean GZIP = false;
     /** Bump when the builder's output changes for the same inputs. */
-    private static final String RECIPE_VERSION = "1";
+    private static final String RECIPE_VERSION = "2";
 
     private static final String CURRENT = "current";
     private static final String MANIFEST = "image.properties";

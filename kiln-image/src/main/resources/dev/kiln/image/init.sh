@@ -47,6 +47,8 @@ if [ -n "$addr" ]; then
 fi
 
 bound() { for d in /sys/bus/virtio/drivers/$1/virtio*; do [ -e "$d" ] && return 0; done; return 1; }
+# Whether process $1 has file $2 open (tests only, no fork).
+holds() { for f in /proc/$1/fd/*; do [ "$f" -ef "$2" ] && return 0; done; return 1; }
 # virtio-serial ports and their names arrive asynchronously after virtio_console binds its device.
 agent_port() {
     for n in /sys/class/virtio-ports/*/name; do
@@ -72,6 +74,9 @@ case $agent in
         fi
         if agent_port; then
             qemu-ga -m virtio-serial -p "$dev" -t /run -l /run/qemu-ga.log &
+            # The ready marker says the agent listens: wait (at most 5 s) until qemu-ga holds its port open.
+            agent_pid=$!; now; end=$((ms + 5000))
+            until holds "$agent_pid" "$dev"; do now; [ "$ms" -lt "$end" ] || break; tick; done
         else
             echo "kiln-init: no virtio-serial port named org.qemu.guest_agent.0; qemu-ga not started"
         fi ;;

@@ -32,7 +32,9 @@ class LifecycleTest {
     void pauseStopsTheGuestResumeContinuesItAndResetRebootsIt() {
         try (QemuMachine vm = TestGuests.bootReady(QemuMachine.builder())) {
             vm.pause();
+            vm.pause(); // already paused: nothing to do (QEMU sends no second STOP to wait for)
             assertThat(vm.state()).isEqualTo(MachineState.PAUSED);
+            assertThat(vm.transitions()).filteredOn(t -> t.to() == MachineState.PAUSED).hasSize(1);
             assertThat(vm.command("query-status").path("running").asBoolean()).isFalse();
             // A stopped guest runs nothing: its agent cannot answer.
             assertThatThrownBy(() -> vm.guest().exec(ExecRequest.of("true").timeout(Duration.ofSeconds(2)).build()))
