@@ -447,6 +447,7 @@ public final class PeerBenchmark {
                 if (at[0] > 0) sample("boot.kiln.linux", "Kiln: '" + KERNEL_FIRST + "'").addNanos(at[0] - t0);
                 if (at[1] > 0) sample("boot.kiln.init", "Kiln: '" + KERNEL_INIT + "'").addNanos(at[1] - t0);
                 if (at[2] > 0) sample("boot.kiln.marker", "Kiln: ready marker on the console").addNanos(at[2] - t0);
+                if (at[2] > 0) sample("boot.kiln.marker_to_agent", "Kiln: ready marker → agent answers, start() returns (per boot)").addNanos(ready - (at[2] - t0));
                 sample("boot.kiln", "Kiln (warm JVM): QemuMachine.start() → guest agent answers guest-sync").addNanos(ready);
                 if (hwm > 0) sample("rss.kiln", "QEMU under Kiln: peak RSS (VmHWM)", "MiB").add(hwm / 1024.0);
             }
