@@ -8,6 +8,7 @@ import dev.kiln.Kiln;
 import dev.kiln.Machine;
 import dev.kiln.MachineSpec;
 import dev.kiln.StartTimings;
+import dev.kiln.firecracker.FirecrackerMachine;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.qemu.Accelerator;
 import dev.kiln.qemu.QemuMachine;
@@ -73,6 +74,7 @@ final class RunCommand implements Callable<Integer> {
         Backend chosen = backend != null ? Backend.parse(backend) : Backend.fromEnvironment();
         if (accel != null && chosen != Backend.QEMU) throw new IllegalArgumentException("--accel is QEMU's; this run is on " + chosen.displayName());
         Accelerator accelerator = accel != null ? Accelerator.parse(accel) : null;
+        if (chosen == Backend.FIRECRACKER) FirecrackerMachine.requireGuestBootableHost(); // before an image is built for nothing
         GuestImage image;
         if (kernel != null) {
             image = new GuestImage(kernel, initrd, "", null, false, kernel.toString());

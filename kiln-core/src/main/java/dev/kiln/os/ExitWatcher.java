@@ -49,6 +49,7 @@ final class ExitWatcher {
                 List<Fd> fds;
                 synchronized (LOCK) {
                     poller.read(wakeUp.number(), counter); // empties the counter; -EAGAIN when it was not bumped
+                    WATCHED.keySet().removeIf(fd -> !fd.isOpen()); // closed without forget(): nothing left to watch
                     fds = new ArrayList<>(WATCHED.keySet());
                     poller.clear();
                     poller.add(wakeUp.number(), Poller.IN);

@@ -78,13 +78,15 @@ public final class PidFd implements AutoCloseable {
 
     /** Completes when the process has exited (watched from then on by one JVM-wide thread). */
     public CompletableFuture<Void> onExit() {
-        if (watched.compareAndSet(false, true)) ExitWatcher.watch(fd, () -> exit.complete(null));
+        synchronized (this) {
+            if (fd.isOpen() && watched.compareAndSet(false, true)) ExitWatcher.watch(fd, () -> exit.complete(null));
+        }
         return exit.copy();
     }
 
     /** Stops watching and closes the pidfd; signals then do nothing. */
     @Override
-    public void close() {
+    public synchronized void close() {
         if (watched.get()) ExitWatcher.forget(fd);
         fd.close();
     }

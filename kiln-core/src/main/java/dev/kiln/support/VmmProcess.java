@@ -138,12 +138,20 @@ public final class VmmProcess {
      * Takes the process {@code pid}, which the spawned one forked, as the VMM: from now on the VMM has exited only once
      * both have, and signals reach it through a pidfd. Fails when it is already gone.
      */
-    public void adopt(long pid) {
+    public void adopt(long pid, java.util.function.LongPredicate isTheVmm) {
         if (!forks) throw new IllegalStateException(command.getFirst() + " was not spawned as one that forks its VMM");
-        if (adopted != null) throw new IllegalStateException("the forked VMM was adopted already: pid " + adopted.pid());
         PidFd fd = PidFd.open(pid).orElseThrow(() -> new KilnException("process " + pid + " (forked by "
                 + command.getFirst() + ") is already gone"));
+        // Checked after the pidfd holds the process: if it is the VMM now, signals through the pidfd reach only it.
+        if (!isTheVmm.test(pid) || !fd.isAlive()) {
+            fd.close();
+            throw new KilnException("process " + pid + " is not the VMM " + command.getFirst() + " forked (or it is gone)");
+        }
         synchronized (this) {
+            if (adopted != null) {
+                fd.close();
+                throw new IllegalStateException("the forked VMM was adopted already: pid " + adopted.pid());
+            }
             adopted = fd;
             adoptionOver = true;
         }
@@ -243,10 +251,15 @@ public final class VmmProcess {
     /** True when the SIGKILL that ended it came from Kiln. */
     public boolean killedByUs() { return killedByUs; }
 
-    /** Lets the watcher go, telling it that Kiln has cleaned up; call once the VMM has exited. */
+    /**
+     * Lets the watcher go, telling it that Kiln has cleaned up; call once the VMM has exited. A forked VMM Kiln never
+     * adopted may still run, out of Kiln's reach: then the watcher is not told, and runs its clean-up as if the JVM
+     * had died (for a jail: finds the VMM by its pid file and kills it).
+     */
     public void releaseLifeline() {
         if (!lifeline.isOpen()) return;
         try {
+            if (forks && !adopted()) return;
             byte[] released = "released\n".getBytes(StandardCharsets.US_ASCII);
             Posix.writeFully(lifeline, released, 0, released.length);
         } catch (KilnException e) {

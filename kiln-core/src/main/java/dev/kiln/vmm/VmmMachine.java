@@ -71,7 +71,7 @@ public abstract class VmmMachine implements Machine {
     /** What Linux prints when it panics. */
     public static final String KERNEL_PANIC = "Kernel panic - not syncing";
     /** How long a VMM that failed to start is given to exit by itself, so its last words make the report. */
-    private static final Duration LAST_WORDS = Duration.ofMillis(300);
+    private static final Duration LAST_WORDS = Duration.ofSeconds(1);
     /** SIGKILL takes effect at once; a VMM that survives it this long is stuck in the kernel. */
     private static final Duration KILL_WAIT = Duration.ofSeconds(60);
     private static final Duration CLEANUP_WAIT = Duration.ofSeconds(120);
@@ -179,24 +179,31 @@ public abstract class VmmMachine implements Machine {
             }
             workDir = WorkDir.create(spec.workDirBase(), "kiln-" + id + "-");
             Launch.SocketPair output = Launch.socketPair(workDir, "vmm-output");
-            vmmOutput.attach(output.ours());
-            vmmOutput.teeTo(workDir.resolve("vmm.log"));
             try {
+                vmmOutput.attach(output.ours());
+                vmmOutput.teeTo(workDir.resolve("vmm.log"));
                 process = driver.spawn(new Launch(id, spec, image, workDir, console, output.theirs(), this::vmmState));
             } finally {
                 output.theirs().close(); // the VMM has its own copy
             }
             spawnedNanos = System.nanoTime() - startNanos;
+            // A VMM that dies while starting ends the waits on it at once, saying how it ended.
+            process.onExit().whenCompleteAsync((status, error) -> {
+                if (state() == MachineState.STARTING) {
+                    callOffStart("machine " + id + ": " + vmm() + " " + (status != null ? describeExit(status, process) : "exited")
+                            + " while starting");
+                }
+            }, r -> Thread.ofVirtual().name("kiln-start-watch-" + id).start(r));
             armCancellation();
-            if (closeRequested) throw new MachineClosedException("machine " + id + " was closed while starting");
+            checkStartCalledOff();
             driver.bringUp(Deadline.after(spec.launchTimeout()));
             upNanos = System.nanoTime() - startNanos;
+            checkStartCalledOff();
             awaitReadiness();
             readyNanos = System.nanoTime() - startNanos;
             lock.lock();
             try {
-                if (cancelReason != null) throw new MachineCancelledException("machine " + id + " was cancelled while starting (" + cancelReason + ")", null);
-                if (closeRequested) throw new MachineClosedException("machine " + id + " was closed while starting");
+                checkStartCalledOff();
                 transition(startsPaused() ? MachineState.PAUSED : MachineState.RUNNING, "up and ready");
             } finally {
                 lock.unlock();
@@ -206,6 +213,13 @@ public abstract class VmmMachine implements Machine {
         } catch (Throwable t) {
             throw failStart(t);
         }
+    }
+
+    /** Fails the start when it was cancelled or closed meanwhile. */
+    private void checkStartCalledOff() {
+        String cancelled = cancelReason;
+        if (cancelled != null) throw new MachineCancelledException("machine " + id + " was cancelled while starting (" + cancelled + ")", null);
+        if (closeRequested) throw new MachineClosedException("machine " + id + " was closed while starting");
     }
 
     /** Whether the machine starts with its CPUs stopped (QEMU's {@code -S}). */
@@ -273,7 +287,7 @@ public abstract class VmmMachine implements Machine {
         }
         LOG.info("{}: cancelled: {}", id, reason);
         if (state() == MachineState.STARTING) {
-            callOffStart("cancelled: " + reason);
+            callOffStart("machine " + id + " was cancelled while starting: " + reason);
         } else {
             kill();
         }
@@ -440,16 +454,16 @@ public abstract class VmmMachine implements Machine {
         } finally {
             lock.unlock();
         }
-        callOffStart(reason);
+        callOffStart("machine " + id + " was closed while starting (" + reason + ")");
         return false;
     }
 
-    /** Makes a start under way fail soon: the VMM killed, connections closed; the starting thread cleans up. */
-    private void callOffStart(String reason) {
+    /** Makes a start under way fail soon: the VMM killed, connections closed with {@code why}; the starting thread cleans up. */
+    private void callOffStart(String why) {
         VmmProcess p = process;
         if (p != null) p.kill();
         try {
-            driver.disconnect("machine " + id + " was stopped while starting: " + reason);
+            driver.disconnect(why);
         } catch (RuntimeException e) {
             LOG.debug("{}: disconnecting while starting: {}", id, e.toString());
         }
@@ -477,12 +491,13 @@ public abstract class VmmMachine implements Machine {
         if (process.isStopped()) {
             throw new KilnException(vmm() + " " + id + " is stopped by a signal (SIGSTOP or the like) and can answer nothing");
         }
+        Deadline deadline = Deadline.after(timeout); // asking and waiting share the timeout
         String asked = driver.requestStop(timeout);
         if (asked == null) {
             process.kill();
             return;
         }
-        if (process.awaitExit(timeout).isEmpty()) {
+        if (process.awaitExit(deadline.remaining()).isEmpty()) {
             throw new WaitTimeoutException(vmm() + " " + id + " to exit after " + asked, timeout, console.tail(2000));
         }
     }
@@ -500,8 +515,11 @@ public abstract class VmmMachine implements Machine {
 
     @Override
     public final int awaitExit(Duration timeout) {
-        if (state() == MachineState.NEW) throw new KilnException("machine " + id + " was never started");
+        MachineState s = state();
+        if (s == MachineState.NEW) throw new KilnException("machine " + id + " was never started");
+        if (s == MachineState.STARTING) throw new KilnException("machine " + id + " is starting: await its exit once start() has returned");
         VmmProcess p = process;
+        if (p == null) throw new KilnException("machine " + id + " never spawned " + vmm() + " (" + stopReason().orElse(s.toString()) + ")");
         if (p != null && p.awaitExit(timeout).isEmpty()) {
             if (beginStop("awaitExit(): no exit within " + Text.human(timeout))) {
                 p.kill();
@@ -518,19 +536,19 @@ public abstract class VmmMachine implements Machine {
 
     @Override
     public void close() {
-        MachineState s = state();
-        if (s == MachineState.NEW) {
-            lock.lock();
-            try {
-                if (state == MachineState.NEW) {
-                    transition(MachineState.EXITED, "close() before start()");
-                    stopReason = "closed before it started";
-                    cleanedUp.complete(null);
-                    return;
-                }
-            } finally {
-                lock.unlock();
+        MachineState s;
+        lock.lock();
+        try {
+            s = state;
+            if (s == MachineState.NEW) {
+                transition(MachineState.EXITED, "close() before start()");
+                stopReason = "closed before it started";
+                cleanupClaimed.set(true);
+                cleanedUp.complete(null);
+                return;
             }
+        } finally {
+            lock.unlock();
         }
         if (s.isLive() || s == MachineState.STARTING) {
             try {

@@ -114,7 +114,12 @@ final class ShellVmm implements VmmDriver {
         Deadline d = Deadline.after(Duration.ofSeconds(10));
         while (process.isStopped() != stopped) {
             if (d.expired()) throw new KilnException("the shell VMM is " + (stopped ? "not stopped" : "still stopped") + " after 10 s");
-            Thread.onSpinWait();
+            try {
+                Thread.sleep(1); // the state in /proc is all there is to watch
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new KilnException("interrupted");
+            }
         }
     }
 

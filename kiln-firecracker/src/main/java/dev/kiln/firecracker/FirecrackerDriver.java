@@ -19,7 +19,6 @@ import dev.kiln.os.Posix;
 import dev.kiln.os.UnixSocket;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.Executables;
-import dev.kiln.support.HostKvm;
 import dev.kiln.support.KilnCache;
 import dev.kiln.support.VmmProcess;
 import dev.kiln.vmm.spi.Launch;
@@ -103,14 +102,7 @@ final class FirecrackerDriver implements VmmDriver {
     @Override
     public void preflight() {
         // KVM first: without it, getting the binaries would not help.
-        if (spec.bootsGuest() && options.kvmCheck) {
-            String why = HostKvm.whyUnusable();
-            if (why != null) {
-                throw new LaunchException("Firecracker cannot boot a guest on this host: it needs real KVM, and " + why
-                        + ". Run on a host with kvm_intel or kvm_amd, or use the QEMU backend (--backend qemu, KILN_BACKEND=qemu)",
-                        List.of(options.binary), null, null, null);
-            }
-        }
+        if (spec.bootsGuest() && options.kvmCheck) FirecrackerMachine.requireGuestBootableHost();
         checkBinary(options.binary, "Firecracker", "FIRECRACKER_BIN");
         if (options.jailer != null) checkBinary(options.jailer.binary(), "jailer", "JAILER_BIN");
         spec.name().ifPresent(Jailer::requireJailId);
@@ -234,7 +226,7 @@ final class FirecrackerDriver implements VmmDriver {
 
     @Override
     public void bringUp(Deadline deadline) throws IOException {
-        if (jail != null && options.jailer.forks()) process.adopt(readPidFile(deadline));
+        if (jail != null && options.jailer.forks()) process.adopt(readPidFile(deadline), jail::runsHere);
         if (!options.noApi) awaitApiSocket(deadline);
         if (logFifo != null) awaitRunningMarker(deadline);
         if (!options.noApi) {
@@ -523,7 +515,7 @@ final class FirecrackerDriver implements VmmDriver {
         if (jail == null || !options.jailer.forks() || process == null || process.adopted()) return;
         try {
             String s = Files.exists(jail.pidFile()) ? Files.readString(jail.pidFile()).strip() : "";
-            if (!s.isEmpty() && jail.runsHere(Long.parseLong(s))) process.adopt(Long.parseLong(s));
+            if (!s.isEmpty()) process.adopt(Long.parseLong(s), jail::runsHere);
         } catch (IOException | RuntimeException e) {
             LOG.debug("{}: no forked Firecracker to adopt: {}", id, e.toString());
         }

@@ -3,6 +3,7 @@ package dev.kiln.firecracker;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.kiln.Backend;
 import dev.kiln.KilnException;
+import dev.kiln.LaunchException;
 import dev.kiln.MachineSpec;
 import dev.kiln.SpecBuilder;
 import dev.kiln.Text;
@@ -13,6 +14,7 @@ import dev.kiln.firecracker.api.model.FullVmConfiguration;
 import dev.kiln.firecracker.api.model.InstanceState;
 import dev.kiln.firecracker.api.model.LoggerConfig;
 import dev.kiln.firecracker.net.NetworkNamespace;
+import dev.kiln.support.HostKvm;
 import dev.kiln.vmm.VmmMachine;
 
 import java.io.IOException;
@@ -62,6 +64,19 @@ public final class FirecrackerMachine extends VmmMachine {
 
     public static Builder builder() {
         return new Builder();
+    }
+
+    /**
+     * Fails, saying why, when this host cannot run a Firecracker guest: that needs real KVM (kvm_intel or kvm_amd;
+     * not kvm_pvm, a software nested hypervisor guests crash under).
+     */
+    public static void requireGuestBootableHost() {
+        String why = HostKvm.whyUnusable();
+        if (why != null) {
+            throw new LaunchException("Firecracker cannot boot a guest on this host: it needs real KVM, and " + why
+                    + ". Run on a host with kvm_intel or kvm_amd, or use the QEMU backend (--backend qemu, KILN_BACKEND=qemu)",
+                    List.of(), null, null, null);
+        }
     }
 
     @Override

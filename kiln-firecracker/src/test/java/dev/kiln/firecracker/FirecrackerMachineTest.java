@@ -368,12 +368,21 @@ class FirecrackerMachineTest {
         FirecrackerMachine vm = machine().shutdownTimeout(Duration.ofSeconds(120)).build().start();
         long pid = vm.pid().orElseThrow();
         Posix.kill(pid, Posix.SIGSTOP);
-        java.util.concurrent.CountDownLatch calling = new java.util.concurrent.CountDownLatch(1);
-        var call = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
-            calling.countDown();
-            return vm.api().describeInstance();
-        }, r -> Thread.ofVirtual().start(r));
-        assertThat(calling.await(10, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+        var call = new java.util.concurrent.CompletableFuture<Object>();
+        Thread caller = Thread.ofPlatform().name("api-caller").start(() -> {
+            try {
+                call.complete(vm.api().describeInstance());
+            } catch (Throwable t) {
+                call.completeExceptionally(t);
+            }
+        });
+        // Under way: the request sent, the caller parked for the answer a stopped Firecracker will not give.
+        var inFlight = dev.kiln.support.Deadline.after(Duration.ofSeconds(10));
+        while (!(caller.getState() == Thread.State.TIMED_WAITING && java.util.Arrays.stream(caller.getStackTrace())
+                .anyMatch(f -> f.getClassName().endsWith("UnixSocketTransport")))) {
+            assertThat(inFlight.expired()).as("the API call under way after 10 s; its thread: %s", caller.getState()).isFalse();
+            Thread.sleep(5);
+        }
         long t0 = System.nanoTime();
         vm.close();
         assertThat(Duration.ofNanos(System.nanoTime() - t0)).as("close() with a 120 s shutdown timeout and a 30 s API timeout")
@@ -433,7 +442,7 @@ class FirecrackerMachineTest {
 
     @Test
     void aMissingBinaryIsAClearError() {
-        assertThatThrownBy(() -> FirecrackerMachine.builder().binary(tmp.resolve("nope").toString()).start())
+        assertThatThrownBy(() -> FirecrackerMachine.builder().noGuest().binary(tmp.resolve("nope").toString()).start())
                 .isInstanceOf(LaunchException.class).hasMessageContaining("FIRECRACKER_BIN");
     }
 

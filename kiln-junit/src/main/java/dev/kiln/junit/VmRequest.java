@@ -29,8 +29,9 @@ import java.util.Optional;
 record VmRequest(String label, Vm vm, Class<?> type, Class<?> testClass, Optional<String> qemuBinary) {
 
     VmRequest {
-        if (vm.readyTimeoutSeconds() <= 0) {
-            throw new ExtensionConfigurationException(label + ": readyTimeoutSeconds must be positive, got " + vm.readyTimeoutSeconds());
+        if (vm.readyTimeoutSeconds() < 0) {
+            throw new ExtensionConfigurationException(label + ": readyTimeoutSeconds must not be negative (0 keeps the spec's), got "
+                    + vm.readyTimeoutSeconds());
         }
         if (vm.memoryMib() < 0 || vm.cpus() < 0) {
             throw new ExtensionConfigurationException(label + ": memoryMib and cpus must not be negative (0 keeps the spec's)");
@@ -57,7 +58,7 @@ record VmRequest(String label, Vm vm, Class<?> type, Class<?> testClass, Optiona
         if (vm.cpus() > 0) b.cpus(vm.cpus());
         if (!vm.append().isEmpty()) b.kernelArgs((base.kernelArgs() + " " + vm.append()).strip());
         if (!vm.awaitReady()) b.readiness();
-        b.readyTimeout(Duration.ofSeconds(vm.readyTimeoutSeconds()));
+        if (vm.readyTimeoutSeconds() > 0) b.readyTimeout(Duration.ofSeconds(vm.readyTimeoutSeconds()));
         MachineSpec spec;
         try {
             spec = b.build();

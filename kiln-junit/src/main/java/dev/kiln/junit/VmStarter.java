@@ -38,10 +38,10 @@ final class VmStarter {
         final List<ManagedVm> vms = new CopyOnWriteArrayList<>();
         volatile boolean cancelled;
 
-        /** Calls the batch off and closes the machines already started; the others see the flag after start(). */
+        /** Calls the batch off and closes its machines: those still starting have their start called off. */
         void cancel() {
             cancelled = true;
-            closeAll(vms.stream().filter(ManagedVm::started).toList());
+            closeAll(List.copyOf(vms));
         }
     }
 

@@ -8,6 +8,7 @@ import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
 import dev.kiln.MachineSpec;
 import dev.kiln.Nic;
+import dev.kiln.Text;
 import dev.kiln.agent.QgaGuest;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.ExitStatus;
@@ -215,7 +216,7 @@ final class QemuDriver implements VmmDriver {
         } catch (TimeoutException e) {
             t.interrupt();
             accepted.thenAccept(QemuDriver::closeQuietly);
-            throw new KilnException("QEMU did not open " + what + " within " + deadline.total());
+            throw new KilnException("QEMU did not open " + what + " within " + Text.human(deadline.total()));
         } catch (ExecutionException e) {
             throw new KilnException("waiting for " + what + " failed: " + e.getCause().getMessage(), e.getCause());
         } catch (InterruptedException e) {
@@ -302,6 +303,8 @@ final class QemuDriver implements VmmDriver {
             return process.signal(Posix.SIGTERM) ? "SIGTERM" : "nothing (QEMU had exited)"; // QEMU quits cleanly on SIGTERM
         }
         if (q.state() != Qmp.State.RUNNING) {
+            // QEMU closes QMP as it exits (a guest that just powered off): give the exit a moment to be seen.
+            if (process.awaitExit(Duration.ofMillis(500)).isPresent()) return "nothing (QEMU had exited)";
             throw new KilnException("QMP is closed (" + q.closeReason() + ") and QEMU still runs");
         }
         try {

@@ -47,7 +47,7 @@ class ProbesTest {
     void aCommandProbeSaysWhatTheCommandLastAnswered() {
         Probe.agent().await(vm, SHORT);
         Probe.command("true").await(vm, SHORT);
-        assertThatThrownBy(() -> Probe.command("sh", "-c", "echo not yet; exit 3").await(vm, Duration.ofSeconds(1)))
+        assertThatThrownBy(() -> Probe.command("sh", "-c", "echo not yet; exit 3").await(vm, Duration.ofSeconds(5)))
                 .isInstanceOf(WaitTimeoutException.class)
                 .hasMessageContaining("command [sh, -c, echo not yet; exit 3] to succeed")
                 .hasMessageContaining("exit code 3").hasMessageContaining("not yet");
@@ -55,13 +55,13 @@ class ProbesTest {
 
     @Test
     void portAndHttpProbesFollowAServerInTheGuest() {
-        assertThatThrownBy(() -> Probe.tcpPort(8080).await(vm, Duration.ofSeconds(1))).isInstanceOf(WaitTimeoutException.class)
+        assertThatThrownBy(() -> Probe.tcpPort(8080).await(vm, Duration.ofSeconds(5))).isInstanceOf(WaitTimeoutException.class)
                 .hasMessageContaining("no listener on port 8080");
         // With nothing listening in the guest, the forward still accepts on the host, then hangs up: not ready.
-        assertThatThrownBy(() -> Probe.hostPort(8080).await(vm, Duration.ofSeconds(1))).isInstanceOf(WaitTimeoutException.class);
+        assertThatThrownBy(() -> Probe.hostPort(8080).await(vm, Duration.ofSeconds(5))).isInstanceOf(WaitTimeoutException.class);
         vm.guest().exec("sh", "-c", "mkdir -p /www && echo probed > /www/index.html && httpd -p 8080 -h /www").orThrow();
         Probe.allOf(Probe.tcpPort(8080), Probe.hostPort(8080), Probe.http(8080, "/index.html", 200)).await(vm, LONG);
-        assertThatThrownBy(() -> Probe.http(8080, "/missing", 200).withTimeout(Duration.ofSeconds(1)).await(vm, LONG))
+        assertThatThrownBy(() -> Probe.http(8080, "/missing", 200).withTimeout(Duration.ofSeconds(5)).await(vm, LONG))
                 .isInstanceOf(WaitTimeoutException.class).hasMessageContaining("status 404");
         vm.guest().exec("sh", "-c", "killall httpd").orThrow();
     }
