@@ -86,12 +86,18 @@ public final class Jail {
         }
     }
 
-    /** A command line (NUL-separated) of Firecracker, or of the jailer, for this jail's id. */
+    /**
+     * A command line (NUL-separated) of this jail's Firecracker ({@code /<exec file> --id <id> …}), or of the jailer
+     * about to become it (a child the jailer forked into a new pid namespace is the jailer until it execs Firecracker).
+     */
     private boolean runsHere(byte[] cmdline) {
         List<String> argv = List.of(new String(cmdline, java.nio.charset.StandardCharsets.UTF_8).split("\0"));
-        if (argv.isEmpty() || !argv.getFirst().endsWith(execFile.getFileName().toString()) && !argv.getFirst().endsWith("jailer")) return false;
+        String exec = execFile.getFileName().toString();
+        boolean firecracker = !argv.isEmpty() && argv.getFirst().endsWith(exec);
+        int e = argv.indexOf("--exec-file");
+        boolean jailer = e >= 0 && e + 1 < argv.size() && argv.get(e + 1).endsWith(exec);
         int i = argv.indexOf("--id");
-        return i >= 0 && i + 1 < argv.size() && argv.get(i + 1).equals(id);
+        return (firecracker || jailer) && i >= 0 && i + 1 < argv.size() && argv.get(i + 1).equals(id);
     }
 
     public Path root() { return root; }
