@@ -1,7 +1,6 @@
 package dev.kiln.image;
 
 import dev.kiln.KilnException;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -12,8 +11,6 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Optional;
-import java.util.stream.Stream;
 import java.util.zip.GZIPOutputStream;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -23,27 +20,17 @@ class VmlinuxTest {
     @TempDir
     Path tmp;
 
-    /** A kernel built earlier by kiln-image (Debian's, LZ4 legacy), if one is in the cache. */
-    static Optional<Path> cachedDebianKernel() throws IOException {
-        Path images = Path.of(System.getProperty("user.home"), ".cache", "kiln", "images");
-        if (!Files.isDirectory(images)) return Optional.empty();
-        try (Stream<Path> s = Files.walk(images, 2)) {
-            return s.filter(p -> p.getFileName().toString().startsWith("vmlinuz-")).findFirst();
-        }
-    }
-
     @Test
     void extractsDebiansLz4Kernel() throws Exception {
-        Optional<Path> kernel = cachedDebianKernel();
-        Assumptions.assumeTrue(kernel.isPresent(), "no Debian kernel in ~/.cache/kiln/images (build the default image first)");
-        byte[] image = Files.readAllBytes(kernel.get());
-        Vmlinux.Payload p = Vmlinux.payload(image, kernel.get());
+        Path kernel = DefaultImage.get(System.out::println).kernel(); // Debian's, compressed with LZ4 legacy
+        byte[] image = Files.readAllBytes(kernel);
+        Vmlinux.Payload p = Vmlinux.payload(image, kernel);
         assertThat(p.compression()).isEqualTo(Vmlinux.Compression.LZ4_LEGACY);
-        Path out = Vmlinux.extract(kernel.get(), tmp.resolve("vmlinux"));
+        Path out = Vmlinux.extract(kernel, tmp.resolve("vmlinux"));
         // The kernel appends the uncompressed size to its payload: the result must have exactly that size.
         int expected = ByteBuffer.wrap(image, p.offset() + p.length() - 4, 4).order(ByteOrder.LITTLE_ENDIAN).getInt();
         assertThat(Files.size(out)).isEqualTo(expected);
-        assertThat(Vmlinux.cached(kernel.get(), tmp.resolve("cache"))).exists();
+        assertThat(Vmlinux.cached(kernel, tmp.resolve("cache"))).exists();
     }
 
     @Test
