@@ -5,7 +5,6 @@ import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.firecracker.api.model.InstanceState;
 import dev.kiln.firecracker.api.model.MachineConfiguration;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -21,21 +20,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
  * a timeout) must not spoil the calls after it. Each ordinary call gets a 5 s timeout, so a call that would stall
  * on a spoiled connection fails instead of waiting out the default 30 s.
  */
-class ConnectionRecoveryTest {
-    private static final Duration CALL_TIMEOUT = Duration.ofSeconds(5);
-
-    private FirecrackerProcess firecracker;
-    private UnixSocketTransport transport;
-
-    @AfterEach
-    void cleanUp() {
-        try {
-            if (transport != null) transport.close();
-        } finally {
-            if (firecracker != null) firecracker.close();
-        }
-        ApiThreads.assertNoneLeft();
-    }
+class ConnectionRecoveryTest extends RealFirecrackerTest {
 
     /** A JSON object that serializes (with the client's mapper) to exactly {@code size} bytes. */
     static ObjectNode mmdsOfSize(int size) {

@@ -1,7 +1,6 @@
 package dev.kiln.firecracker.api;
 
 import dev.kiln.KilnException;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 import java.nio.charset.StandardCharsets;
@@ -18,21 +17,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
  * one: Firecracker takes a body of exactly {@code --http-api-max-payload-size} bytes (the request's headers do not
  * count) and answers one byte more with 400; the client refuses that one byte more before sending anything.
  */
-class PayloadLimitTest {
-    private static final Duration CALL_TIMEOUT = Duration.ofSeconds(5);
-
-    private FirecrackerProcess firecracker;
-    private UnixSocketTransport transport;
-
-    @AfterEach
-    void cleanUp() {
-        try {
-            if (transport != null) transport.close();
-        } finally {
-            if (firecracker != null) firecracker.close();
-        }
-        ApiThreads.assertNoneLeft();
-    }
+class PayloadLimitTest extends RealFirecrackerTest {
 
     @Test
     void theDefaultLimitIsFirecrackersDefault() {
