@@ -17,6 +17,7 @@ kiln_setup_host() {
   export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
   local missing=()
   command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+  command -v qemu-img >/dev/null || missing+=(qemu-utils)   # disks: overlays, checks, conversions
   command -v mvn >/dev/null || missing+=(maven)
   command -v dpkg-deb >/dev/null || missing+=(dpkg)
   if ((${#missing[@]})); then

@@ -3,13 +3,15 @@ package dev.kiln;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.CompletionStage;
 import java.util.regex.Pattern;
 
 /**
- * What a machine is, independent of the VMM that runs it: the image, vCPUs, memory, kernel arguments, NICs, vsock,
+ * What a machine is, independent of the VMM that runs it: the image, vCPUs, memory, kernel arguments, drives, NICs, vsock,
  * what {@code start()} waits for, timeouts, and settings for each backend. Immutable and checked when built (a bad
  * spec fails there, naming the field); it does no I/O, and starts on QEMU or Firecracker:
  *
@@ -31,6 +33,7 @@ public final class MachineSpec {
     private final int cpus;
     private final int memoryMib;
     private final String kernelArgs;
+    private final List<Drive> drives;
     private final List<Nic> nics;
     private final int vsockCid;
     private final List<Probe> readiness;
@@ -44,7 +47,7 @@ public final class MachineSpec {
     private final List<BackendOptions> options;
 
     MachineSpec(Backend backend, String name, GuestImage image, boolean bootsGuest, int cpus, int memoryMib,
-                String kernelArgs, List<Nic> nics, int vsockCid, List<Probe> readiness, Duration launchTimeout,
+                String kernelArgs, List<Drive> drives, List<Nic> nics, int vsockCid, List<Probe> readiness, Duration launchTimeout,
                 Duration readyTimeout, Duration shutdownTimeout, Duration timeLimit, CompletionStage<?> cancelToken,
                 Path consoleLog, Path workDirBase, List<BackendOptions> options) {
         this.backend = backend;
@@ -54,6 +57,7 @@ public final class MachineSpec {
         this.cpus = cpus;
         this.memoryMib = memoryMib;
         this.kernelArgs = kernelArgs;
+        this.drives = List.copyOf(drives);
         this.nics = List.copyOf(nics);
         this.vsockCid = vsockCid;
         this.readiness = readiness == null ? null : List.copyOf(readiness);
@@ -108,6 +112,20 @@ public final class MachineSpec {
                 problems.add("nics: Firecracker has no user-mode networking (nor port forwards); give it a tap with tap(device, mac)");
             }
             if (cpus > 32) problems.add("cpus: Firecracker runs at most 32 vCPUs, got " + cpus);
+            for (Drive d : drives) {
+                if (d.kind() == Drive.Kind.FILE && d.format().orElse(null) == Drive.Format.QCOW2) {
+                    problems.add("drives: Firecracker reads raw disks only, and " + d.id().orElse("a drive")
+                            + " is qcow2; convert it (qemu-img convert -O raw) or use Drive.overlay(base), which Kiln converts");
+                }
+            }
+        }
+        Set<String> ids = new HashSet<>();
+        Set<Path> written = new HashSet<>();
+        for (Drive d : drives) {
+            String id = d.id().orElseThrow();
+            if (!ids.add(id)) problems.add("drives: two drives are named " + id);
+            Path w = d.kind() == Drive.Kind.FILE && !d.isReadOnly() ? d.file() : d.overlayFile().orElse(null);
+            if (w != null && !written.add(w)) problems.add("drives: " + w + " is written by two drives");
         }
         if (!bootsGuest && readiness != null && !readiness.isEmpty()) {
             problems.add("readiness: a machine without a guest (noGuest()) has nothing to probe");
@@ -144,6 +162,9 @@ public final class MachineSpec {
     public int memoryMib() { return memoryMib; }
 
     public String kernelArgs() { return kernelArgs; }
+
+    /** The disks, in the order the VMM gets them; each has its id. */
+    public List<Drive> drives() { return drives; }
 
     public List<Nic> nics() { return nics; }
 
@@ -185,7 +206,7 @@ public final class MachineSpec {
                 + ", " + (bootsGuest ? (image != null ? image.description() : "default image") : "no guest")
                 + ", " + cpus + " vCPU, " + memoryMib + " MiB"
                 + (kernelArgs.isEmpty() ? "" : ", args '" + kernelArgs + "'")
-                + (nics.isEmpty() ? "" : ", nics " + nics) + (vsockCid == 0 ? "" : ", vsock cid " + vsockCid)
+                + (drives.isEmpty() ? "" : ", drives " + drives) + (nics.isEmpty() ? "" : ", nics " + nics) + (vsockCid == 0 ? "" : ", vsock cid " + vsockCid)
                 + (readiness == null ? "" : ", readiness " + readiness) + "]";
     }
 }

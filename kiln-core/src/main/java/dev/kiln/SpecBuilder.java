@@ -24,6 +24,7 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
     private int cpus = 1;
     private int memoryMib = 256;
     private String kernelArgs = "";
+    private final List<Drive> drives = new ArrayList<>();
     private final List<Nic> nics = new ArrayList<>();
     private int vsockCid;
     private List<Probe> readiness;
@@ -57,6 +58,8 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
         cpus = spec.cpus();
         memoryMib = spec.memoryMib();
         kernelArgs = spec.kernelArgs();
+        drives.clear();
+        drives.addAll(spec.drives());
         nics.clear();
         nics.addAll(spec.nics());
         vsockCid = spec.vsockCid().orElse(0);
@@ -143,6 +146,19 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
     /** Same as {@link #kernelArgs}: QEMU's name for it. */
     public B append(String args) {
         return kernelArgs(args);
+    }
+
+    /** Adds a disk; one without an id is named {@code disk<N>}, N its position among the drives. */
+    public B drive(Drive drive) {
+        Objects.requireNonNull(drive, "drive");
+        drives.add(drive.id().isPresent() ? drive : drive.id("disk" + drives.size()));
+        return self();
+    }
+
+    /** Drops every drive. */
+    public B noDrives() {
+        drives.clear();
+        return self();
     }
 
     /** User-mode networking (QEMU only): the guest's eth0 reaches the host through the VMM. */
@@ -274,7 +290,7 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
     /** The settings so far as an immutable, checked spec. */
     public MachineSpec spec() {
         return new MachineSpec(backend != null ? backend : Backend.fromEnvironment(), name, image, bootsGuest, cpus,
-                memoryMib, kernelArgs, nics, vsockCid, readiness, launchTimeout, readyTimeout, shutdownTimeout,
+                memoryMib, kernelArgs, drives, nics, vsockCid, readiness, launchTimeout, readyTimeout, shutdownTimeout,
                 timeLimit, cancelToken, consoleLog, workDirBase, List.copyOf(options.values()));
     }
 

@@ -19,4 +19,16 @@ public final class Text {
         if (ms < 60_000) return String.format(java.util.Locale.ROOT, "%.1f", ms / 1000.0).replaceAll("\\.0$", "") + " s";
         return (ms / 60_000) + " min " + (ms % 60_000) / 1000 + " s";
     }
+
+    /** A size the way a person reads it: 512 B, 64 KiB, 1.5 GiB. */
+    public static String bytes(long n) {
+        String[] units = {"B", "KiB", "MiB", "GiB", "TiB"};
+        double v = n;
+        int u = 0;
+        while (v >= 1024 && u < units.length - 1) {
+            v /= 1024;
+            u++;
+        }
+        return (u == 0 ? Long.toString(n) : String.format(java.util.Locale.ROOT, "%.1f", v).replaceAll("\\.0$", "")) + " " + units[u];
+    }
 }

@@ -34,6 +34,7 @@ public final class Posix {
     private static final int O_NONBLOCK = 0x800, EFD_NONBLOCK = 0x800, EFD_CLOEXEC = 0x80000;
     private static final int WNOHANG = 1, WEXITED = 4, WNOWAIT = 0x01000000, P_PID = 1, RLIMIT_NOFILE = 7;
     private static final int SIGINFO_SIZE = 128;
+    private static final int LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4, EWOULDBLOCK = 11;
 
     private static final MethodHandle PIPE2 = Libc.withErrno("pipe2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
     private static final MethodHandle SOCKETPAIR = Libc.withErrno("socketpair",
@@ -49,6 +50,7 @@ public final class Posix {
     private static final MethodHandle MKFIFO = Libc.withErrno("mkfifo", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
     private static final MethodHandle FCNTL = Libc.withErrno("fcntl",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle FLOCK = Libc.withErrno("flock", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle SHUTDOWN = Libc.withErrno("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle POLL = Libc.withErrno("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
     private static final MethodHandle EVENTFD = Libc.withErrno("eventfd", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
@@ -203,6 +205,21 @@ public final class Posix {
                     "open(" + path + (writable ? ", O_RDWR)" : ", O_RDONLY)"));
             return Fd.adopt(fd);
         }
+    }
+
+    /**
+     * Takes a BSD lock ({@code flock}) on the open file, shared or exclusive, without waiting: false when another
+     * open file holds a lock that conflicts. Such locks belong to the open file, so a process's other opens conflict
+     * too; they go when the last descriptor of the open file closes (and so when the process dies). They do not
+     * interfere with the byte-range locks QEMU takes on its images.
+     */
+    public static boolean tryFlock(Fd fd, boolean shared) {
+        int number = fd.number();
+        int op = (shared ? LOCK_SH : LOCK_EX) | LOCK_NB;
+        long r = Libc.callRetrying(state -> (int) FLOCK.invokeExact(state, number, op));
+        if (r == -EWOULDBLOCK) return false;
+        Libc.check(r, "flock(fd " + number + (shared ? ", LOCK_SH)" : ", LOCK_EX)"));
+        return true;
     }
 
     /** Creates a FIFO at {@code path}; {@code mode} (e.g. 0600) is reduced by the process umask. */

@@ -21,6 +21,7 @@ import dev.kiln.Text;
 import dev.kiln.WaitTimeoutException;
 import dev.kiln.ExitStatus;
 import dev.kiln.os.Posix;
+import dev.kiln.disk.PreparedDrives;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.VmmProcess;
 import dev.kiln.vmm.spi.Launch;
@@ -91,6 +92,7 @@ public abstract class VmmMachine implements Machine {
     private volatile boolean closeRequested;                     // close() while starting
 
     private volatile Path workDir;
+    private volatile PreparedDrives drives;
     private volatile VmmProcess process;
     private volatile GuestImage image;
     private volatile ExitStatus exitStatus;
@@ -178,11 +180,12 @@ public abstract class VmmMachine implements Machine {
                 image.validate();
             }
             workDir = WorkDir.create(spec.workDirBase(), "kiln-" + id + "-");
+            drives = PreparedDrives.prepare(spec.drives(), workDir, driver.rawDrivesOnly());
             Launch.SocketPair output = Launch.socketPair(workDir, "vmm-output");
             try {
                 vmmOutput.attach(output.ours());
                 vmmOutput.teeTo(workDir.resolve("vmm.log"));
-                process = driver.spawn(new Launch(id, spec, image, workDir, console, output.theirs(), this::vmmState));
+                process = driver.spawn(new Launch(id, spec, image, workDir, drives.attached(), console, output.theirs(), this::vmmState));
             } finally {
                 output.theirs().close(); // the VMM has its own copy
             }
@@ -639,6 +642,8 @@ public abstract class VmmMachine implements Machine {
         finalLog = collectLog();
         if (p != null) p.releaseLifeline();
         attempt(problems, driver::removeLeftovers);
+        PreparedDrives d = drives;
+        if (d != null) attempt(problems, d::close);
         attempt(problems, () -> WorkDir.delete(workDir));
         ExitStatus st = exitStatus;
         if (st != null && p.ownStatus() && !st.exited() && !(st.signal() == Posix.SIGKILL && p.killedByUs())) {

@@ -21,6 +21,7 @@ import dev.kiln.support.Deadline;
 import dev.kiln.support.Executables;
 import dev.kiln.support.KilnCache;
 import dev.kiln.support.VmmProcess;
+import dev.kiln.vmm.spi.AttachedDrive;
 import dev.kiln.vmm.spi.Launch;
 import dev.kiln.vmm.spi.VmmDriver;
 import org.slf4j.Logger;
@@ -252,6 +253,9 @@ final class FirecrackerDriver implements VmmDriver {
                         m -> setup().addNetworkInterface(iface, tap.device(), tap.mac(), null, null)));
             }
         }
+        for (AttachedDrive d : launch.drives()) {
+            steps.add(new FirecrackerMachine.ConfigStep("drive " + d.id() + " on " + d.file(), m -> addDrive(d)));
+        }
         if (agentPort() >= 0) steps.add(new FirecrackerMachine.ConfigStep("vsock for the guest agent", m -> addAgentVsock()));
         steps.addAll(options.steps);
         for (FirecrackerMachine.ConfigStep step : steps) {
@@ -262,6 +266,25 @@ final class FirecrackerDriver implements VmmDriver {
             }
         }
         if (spec.bootsGuest() || options.instanceStart) instanceStart();
+    }
+
+    /**
+     * A drive, in the spec's order (the guest's vda, vdb…). In a jail, a file Kiln made is handed to Firecracker's
+     * user; a writable file of the user's must be linked in, never copied, or the guest's writes would be lost.
+     */
+    private void addDrive(AttachedDrive d) {
+        String path;
+        if (jail == null) path = d.file().toString();
+        else if (d.file().startsWith(launch.workDir())) {
+            if (!d.readOnly()) jail.handOver(d.file());
+            path = jail.put(d.file(), !d.readOnly());
+        } else path = d.readOnly() ? jail.put(d.file(), false) : jail.putShared(d.file(), true);
+        api().putGuestDriveByID(dev.kiln.firecracker.api.model.Drive.of(d.id(), path, false, d.readOnly()));
+    }
+
+    @Override
+    public boolean rawDrivesOnly() {
+        return true;
     }
 
     /** The agent's vsock port: the builder's, else the default image's when the image runs an agent. */

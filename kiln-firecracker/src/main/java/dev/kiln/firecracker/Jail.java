@@ -123,6 +123,18 @@ public final class Jail {
      * whether Firecracker must write it (a read-write drive, a snapshot it creates).
      */
     public String put(Path hostFile, boolean writable) {
+        return put(hostFile, writable, false);
+    }
+
+    /**
+     * {@link #put(Path, boolean)} for a file whose writes must reach the host file itself (a drive the user keeps):
+     * refuses, saying why, where {@code put} would copy it.
+     */
+    public String putShared(Path hostFile, boolean writable) {
+        return put(hostFile, writable, true);
+    }
+
+    private String put(Path hostFile, boolean writable, boolean shared) {
         String name = hostFile.getFileName().toString();
         Path target = root.resolve(name);
         if (Files.exists(target, LinkOption.NOFOLLOW_LINKS)) {
@@ -135,6 +147,12 @@ public final class Jail {
         }
         try {
             if (!usableAsIs(hostFile, writable) || !tryLink(target, hostFile)) {
+                if (shared) {
+                    throw new KilnException("the jailed Firecracker (uid " + jailer.uid() + ") could only get a copy of "
+                            + hostFile + ", and what the guest writes would not reach it: make the file "
+                            + (writable ? "writable" : "readable") + " by uid " + jailer.uid()
+                            + " and keep it on the jail's file system (" + root + "), or let Kiln keep the overlay");
+                }
                 Files.copy(hostFile, target, StandardCopyOption.COPY_ATTRIBUTES);
                 handOver(target);
             }

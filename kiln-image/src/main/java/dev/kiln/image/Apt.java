@@ -2,23 +2,20 @@ package dev.kiln.image;
 
 import dev.kiln.KilnException;
 import dev.kiln.support.Executables;
+import dev.kiln.support.HostCommand;
 
-import java.io.ByteArrayOutputStream;
-import java.io.File;
 import java.io.IOException;
 import java.io.InputStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.LinkedHashSet;
 import java.util.List;
-import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -123,37 +120,14 @@ final class Apt {
 
     /** Runs a command with C-locale output and returns stdout and stderr together; clear errors when it fails. */
     static String run(List<String> cmd, Path dir, String what) {
-        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
-        if (dir != null) pb.directory(dir.toFile());
-        pb.environment().putAll(Map.of("LC_ALL", "C", "LANG", "C"));
-        try {
-            Process p = pb.start();
-            ByteArrayOutputStream buf = new ByteArrayOutputStream();
-            Thread reader = Thread.ofVirtual().start(() -> {
-                try (InputStream in = p.getInputStream()) {
-                    in.transferTo(buf);
-                } catch (IOException ignored) {
-                    // the process died; its exit code tells
-                }
-            });
-            if (!p.waitFor(10, TimeUnit.MINUTES)) {
-                p.destroyForcibly();
-                throw new KilnException(what + " did not finish within 10 minutes:\n" + buf.toString(StandardCharsets.UTF_8));
-            }
-            reader.join();
-            String out = buf.toString(StandardCharsets.UTF_8);
-            if (p.exitValue() == 0) return out;
-            if (out.matches("(?s).*(Unable to locate package|No packages found|has no installation candidate"
-                    + "|Can't select candidate version|Can't select versions? from package).*"))
-                throw new KilnException(what + ": a package is unknown to apt on this host; run `apt-get update`"
-                        + " (as root) and try again. apt said:\n" + out.strip());
-            throw new KilnException(what + " failed (exit " + p.exitValue() + "):\n" + out.strip());
-        } catch (IOException e) {
-            throw new KilnException("cannot run " + String.join(" ", cmd) + ": " + e.getMessage(), e);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new KilnException("interrupted while running " + what, e);
-        }
+        HostCommand.Result r = HostCommand.run(cmd, dir, Duration.ofMinutes(10), what);
+        String out = r.stdout() + r.stderr();
+        if (r.ok()) return r.stdout();
+        if (out.matches("(?s).*(Unable to locate package|No packages found|has no installation candidate"
+                + "|Can't select candidate version|Can't select versions? from package).*"))
+            throw new KilnException(what + ": a package is unknown to apt on this host; run `apt-get update`"
+                    + " (as root) and try again. apt said:\n" + out.strip());
+        throw new KilnException(what + " failed (exit " + r.exitCode() + "):\n" + out.strip());
     }
 
     static Path onPath(String tool) {

@@ -4,6 +4,7 @@ import dev.kiln.GuestImage;
 import dev.kiln.MachineSpec;
 import dev.kiln.Nic;
 import dev.kiln.support.HostCpu;
+import dev.kiln.vmm.spi.AttachedDrive;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -11,7 +12,7 @@ import java.util.List;
 
 /**
  * The QEMU command line of one launch, from the spec, the QEMU options, the chosen accelerator and the socket paths
- * Kiln listens on. Every {@code -chardev}, {@code -netdev}, {@code -device} and {@code -add-fd} value goes through
+ * Kiln listens on. Every {@code -chardev}, {@code -drive}, {@code -netdev}, {@code -device} and {@code -add-fd} value goes through
  * {@link QemuOption}, so paths with commas stay one value.
  */
 final class QemuArguments {
@@ -26,12 +27,14 @@ final class QemuArguments {
     private final MachineSpec spec;
     private final QemuOptions options;
     private final GuestImage image;
+    private final List<AttachedDrive> drives;
     private final Accelerator accel;
 
-    QemuArguments(MachineSpec spec, QemuOptions options, GuestImage image, Accelerator accel) {
+    QemuArguments(MachineSpec spec, QemuOptions options, GuestImage image, List<AttachedDrive> drives, Accelerator accel) {
         this.spec = spec;
         this.options = options;
         this.image = image;
+        this.drives = List.copyOf(drives);
         this.accel = accel;
     }
 
@@ -98,6 +101,12 @@ final class QemuArguments {
             cl.option("-chardev", QemuOption.of("socket").set("id", "chan" + i).set("path", s.channels().get(i)).toString());
             cl.option("-device", QemuOption.of("virtserialport").set("id", "chanport" + i).set("chardev", "chan" + i)
                     .set("name", options.channels.get(i)).toString());
+        }
+        for (AttachedDrive d : drives) {
+            // The serial is how the guest tells the disks apart: virtio-mmio devices are probed in no set order.
+            cl.option("-drive", QemuOption.of(null).set("file", d.file()).set("if", "none").set("id", "drive-" + d.id())
+                    .set("format", d.format().qemuName()).set("readonly", d.readOnly() ? "on" : "off").toString());
+            cl.option("-device", QemuOption.of("virtio-blk-" + mmioOrPci).set("drive", "drive-" + d.id()).set("serial", d.id()).toString());
         }
         spec.vsockCid().ifPresent(cid -> cl.option("-device", QemuOption.of("vhost-vsock-" + mmioOrPci).set("guest-cid", cid).toString()));
         if (image != null) {

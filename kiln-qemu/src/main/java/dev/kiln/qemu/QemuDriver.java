@@ -118,7 +118,7 @@ final class QemuDriver implements VmmDriver {
         userNetworking = new UserNetworking(id, this::qmp);
         Path workDir = launch.workDir();
         Path sockDir = options.sockDir != null ? options.sockDir : workDir;
-        arguments = new QemuArguments(spec, options, launch.image(), accel.accelerator());
+        arguments = new QemuArguments(spec, options, launch.image(), launch.drives(), accel.accelerator());
         Path qmpPath = null, consolePath = null, fdMonitor = null;
         if (options.qmp) {
             SocketAddress a = options.monitorTcp != null ? options.monitorTcp

@@ -28,13 +28,14 @@ import java.util.function.Supplier;
  * @param spec      the machine's spec
  * @param image     what it boots (the default image resolved), or null for no guest
  * @param workDir   the machine's private directory (mode 0700), removed at cleanup and by the lifeline
+ * @param drives    the spec's drives, checked, made and locked: the files to attach, in order
  * @param console   the machine's console, for the driver to attach to the VMM's serial line
  * @param vmmOutput the write end of the socket the core reads the VMM's own output from: the VMM's stderr (and
  *                  its stdout unless that is the console)
  * @param vmmState  what became of the VMM and the guest kernel, for error messages; null while all is well
  */
-public record Launch(String id, MachineSpec spec, GuestImage image, Path workDir, Console console, Fd vmmOutput,
-                     Supplier<String> vmmState) {
+public record Launch(String id, MachineSpec spec, GuestImage image, Path workDir, List<AttachedDrive> drives,
+                     Console console, Fd vmmOutput, Supplier<String> vmmState) {
 
     /**
      * Spawns {@code command} under the lifeline: stdout to {@code stdout} (null: the VMM output socket), stderr to

@@ -31,6 +31,11 @@ public interface VmmDriver {
     /** The image to boot when the spec asks for Kiln's default image (may build it: called at start, not before). */
     GuestImage defaultImage();
 
+    /** Whether the VMM reads raw disks only (Firecracker): its overlays are then raw copies, and qcow2 files refused. */
+    default boolean rawDrivesOnly() {
+        return false;
+    }
+
     /** Puts what the VMM needs into the launch's work dir and spawns it with {@link Launch#spawn}. */
     VmmProcess spawn(Launch launch) throws IOException;
 
