@@ -1,6 +1,7 @@
 package dev.kiln.qemu;
 
 import dev.kiln.GuestImage;
+import dev.kiln.Probe;
 import dev.kiln.image.DefaultImage;
 import dev.kiln.qemu.net.Cable;
 import org.junit.jupiter.api.AfterAll;
@@ -8,6 +9,7 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 
+import java.time.Duration;
 import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -66,6 +68,9 @@ class CableTest {
             a.setLink("sock0", true);
         }
         assertThat(a.guest().exec("cat", "/sys/class/net/eth0/carrier").stdoutText().trim()).isEqualTo("1");
+        // The kernel takes the carrier at once but starts sending again only once its link watcher has run (up to a
+        // second later; packets sent before that are dropped): wait for one answer, then expect every one.
+        Probe.command("ping", "-c", "1", "-W", "1", "10.0.0.2").await(a, Duration.ofSeconds(30));
         assertThat(a.guest().exec("ping", "-c", "3", "-W", "2", "10.0.0.2").orThrow().stdoutText()).contains("3 packets received");
     }
 
