@@ -231,7 +231,7 @@ final class FirecrackerDriver implements VmmDriver {
         if (!options.noApi) awaitApiSocket(deadline);
         if (logFifo != null) awaitRunningMarker(deadline);
         if (!options.noApi) {
-            api = FirecrackerApi.overUnixSocket(apiSocket).timeout(options.apiTimeout);
+            api = FirecrackerApi.overUnixSocket(apiSocket).timeout(options.apiTimeout).vmmState(launch.vmmState());
             api.describeInstance(); // proves the API answers, not only that the socket exists
             if (logFifo != null) {
                 api.refuse("putLogger", "Kiln reads Firecracker's log from its own FIFO (awaitLogMessage, the failure"

@@ -52,6 +52,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.TreeSet;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.function.Supplier;
 import java.util.regex.Pattern;
 
 /**
@@ -82,6 +83,8 @@ public final class FirecrackerApi implements AutoCloseable {
     private final Map<String, String> refused = new ConcurrentHashMap<>();
     /** Why the client was closed; null while it is open. */
     private volatile String closedReason;
+    /** What became of the Firecracker process; null while it runs. */
+    private volatile Supplier<String> vmmState = () -> null;
 
     public FirecrackerApi(ApiTransport transport) {
         this.transport = Objects.requireNonNull(transport, "transport");
@@ -100,6 +103,16 @@ public final class FirecrackerApi implements AutoCloseable {
     }
 
     public Duration timeout() { return timeout; }
+
+    /**
+     * Tells the client what became of the Firecracker process (e.g. "exited: killed by signal 9"; null while it runs),
+     * so that a call whose connection ends because the process died fails with {@link MachineClosedException} naming
+     * that, whether the caller or the machine's owner notices the death first.
+     */
+    public FirecrackerApi vmmState(Supplier<String> state) {
+        this.vmmState = Objects.requireNonNull(state, "vmmState");
+        return this;
+    }
 
     /**
      * The largest request body, in bytes, that the Firecracker on the other end takes: its
@@ -429,6 +442,8 @@ public final class FirecrackerApi implements AutoCloseable {
             // Closed while under way: whatever the transport saw (a reset, an abort), the cause is the close.
             String reason = closedReason;
             if (reason != null) throw new MachineClosedException(method + " " + path + " to Firecracker was cut short: " + reason, e);
+            String gone = e instanceof FirecrackerUnreachableException ? vmmState.get() : null;
+            if (gone != null) throw new MachineClosedException(method + " " + path + " got no answer: " + gone, e);
             throw e;
         }
         if (LOG.isDebugEnabled()) {

@@ -85,6 +85,21 @@ class CloseTest {
     }
 
     @Test
+    void aCallCutShortByFirecrackersDeathSaysSoBeforeTheClientIsClosed() throws Exception {
+        firecracker = FirecrackerProcess.start();
+        String death = "Firecracker exited: killed by signal 9 (SIGKILL)";
+        api = FirecrackerApi.overUnixSocket(firecracker.socket()).vmmState(() -> firecracker.isAlive() ? null : death);
+        api.describeInstance();
+        firecracker.stop();
+        CompletableFuture<Throwable> underWay = callInBackground("under-way", api::describeInstance);
+        awaitWaitingForAnAnswer(callers.getFirst());
+        firecracker.close(); // dies with the call under way; the client is not closed: the caller notices first
+
+        assertThat(outcome(underWay)).isInstanceOf(MachineClosedException.class)
+                .hasMessage("GET / got no answer: " + death);
+    }
+
+    @Test
     void onlyTheFirstCloseCounts() {
         firecracker = FirecrackerProcess.start();
         api = FirecrackerApi.overUnixSocket(firecracker.socket());
