@@ -20,6 +20,8 @@ kiln_setup_host() {
   command -v qemu-img >/dev/null || missing+=(qemu-utils)   # disks: overlays, checks, conversions
   command -v mvn >/dev/null || missing+=(maven)
   command -v dpkg-deb >/dev/null || missing+=(dpkg)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)   # Debian images: the root file system
+  command -v mke2fs >/dev/null || missing+=(e2fsprogs)        # Debian images: the ext4 disk
   if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
       echo "kiln: missing packages: ${missing[*]}; install them with apt-get (needs root)" >&2

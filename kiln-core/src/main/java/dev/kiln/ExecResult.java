@@ -21,13 +21,20 @@ public record ExecResult(List<String> argv, int exitCode, int signal, byte[] std
 
     public boolean succeeded() { return exitCode == 0; }
 
-    /** Throws a {@link GuestException} naming the command, its exit code and stderr unless it exited 0. */
+    /**
+     * Throws a {@link CommandFailedException} naming the command, its exit code, stdout and stderr unless it exited 0.
+     */
     public ExecResult orThrow() {
-        if (!succeeded()) {
-            throw new GuestException("command " + argv + " exited " + exitCode
-                    + (signal != 0 ? " (signal " + signal + ")" : "") + ": " + Text.tail(stderrText(), 2000).strip());
-        }
+        if (!succeeded()) throw new CommandFailedException("command " + argv + " exited " + exitCode
+                + (signal != 0 ? " (signal " + signal + ")" : "") + output(), this);
         return this;
+    }
+
+    /** The command's stdout and stderr (their tails) for messages, or "" when it printed nothing. */
+    String output() {
+        String out = Text.tail(stdoutText(), 2000).strip(), err = Text.tail(stderrText(), 2000).strip();
+        return (out.isEmpty() ? "" : "\n  stdout:\n    " + out.replace("\n", "\n    "))
+                + (err.isEmpty() ? "" : "\n  stderr:\n    " + err.replace("\n", "\n    "));
     }
 
     @Override

@@ -11,7 +11,9 @@ import java.util.List;
 import java.util.Objects;
 
 /**
- * What to boot: a kernel, an optional initramfs and the kernel command line the image needs.
+ * What to boot: a kernel, an optional initramfs, the kernel command line the image needs and, for an image with a
+ * root file system on a disk, that disk. A machine boots such an image from a copy-on-write overlay over the disk,
+ * attached as its first drive with the id {@code root} (a spec's own drive named {@code root} takes its place).
  *
  * @param kernel       bzImage or uncompressed vmlinux
  * @param initrd       initramfs, or null
@@ -20,12 +22,22 @@ import java.util.Objects;
  * @param agent        whether the image runs qemu-guest-agent where Kiln looks for it (the virtio-serial port
  *                     {@code org.qemu.guest_agent.0} on QEMU; vsock with {@code kiln.agent=vsock} on Firecracker)
  * @param description  what the image is, for logs and reports
+ * @param rootDisk     the disk holding the root file system (never written: machines get overlays), or null
  */
-public record GuestImage(Path kernel, Path initrd, String cmdline, String readyMarker, boolean agent, String description) {
+public record GuestImage(Path kernel, Path initrd, String cmdline, String readyMarker, boolean agent, String description,
+                         Path rootDisk) {
+    /** The id of the drive an image's root disk is attached as. */
+    public static final String ROOT_DRIVE = "root";
+
     public GuestImage {
         Objects.requireNonNull(kernel, "kernel");
         cmdline = cmdline == null ? "" : cmdline;
         description = description == null ? kernel.toString() : description;
+    }
+
+    /** An image without a root disk. */
+    public GuestImage(Path kernel, Path initrd, String cmdline, String readyMarker, boolean agent, String description) {
+        this(kernel, initrd, cmdline, readyMarker, agent, description, null);
     }
 
     /** A custom kernel and initrd, with no ready marker known. */
@@ -34,7 +46,12 @@ public record GuestImage(Path kernel, Path initrd, String cmdline, String readyM
     }
 
     public GuestImage withCmdline(String extra) {
-        return new GuestImage(kernel, initrd, (cmdline + " " + extra).strip(), readyMarker, agent, description);
+        return new GuestImage(kernel, initrd, (cmdline + " " + extra).strip(), readyMarker, agent, description, rootDisk);
+    }
+
+    /** This image with its root file system on {@code disk}. */
+    public GuestImage withRootDisk(Path disk) {
+        return new GuestImage(kernel, initrd, cmdline, readyMarker, agent, description, Objects.requireNonNull(disk, "rootDisk"));
     }
 
     /**
@@ -48,6 +65,7 @@ public record GuestImage(Path kernel, Path initrd, String cmdline, String readyM
             check("initrd", initrd);
             checkInitrdFormat(initrd);
         }
+        if (rootDisk != null) check("root disk", rootDisk);
         return this;
     }
 

@@ -116,7 +116,7 @@ final class ReadinessProbes {
 
         @Override
         public void await(Machine machine, Duration timeout) {
-            retry(description(), timeout, left -> listening(machine, port, left));
+            retry(description(), timeout, left -> listening(machine.guest(), port, left));
         }
 
         @Override
@@ -134,7 +134,7 @@ final class ReadinessProbes {
         public void await(Machine machine, Duration timeout) {
             InetSocketAddress address = machine.hostAddress(port);
             retry(description() + " (" + address + ")", timeout, left -> {
-                String inGuest = listening(machine, port, left);
+                String inGuest = listening(machine.guest(), port, left);
                 return inGuest != null ? inGuest : connects(address);
             });
         }
@@ -214,12 +214,12 @@ final class ReadinessProbes {
     }
 
     /** One attempt: null when the awaited state holds, else what was seen instead. */
-    private interface Attempt {
+    interface Attempt {
         String run(Duration left);
     }
 
     /** Asks until an attempt succeeds or time runs out; the timeout says what was seen last. */
-    private static void retry(String awaited, Duration timeout, Attempt attempt) {
+    static void retry(String awaited, Duration timeout, Attempt attempt) {
         Deadline deadline = Deadline.after(timeout);
         long pause = FIRST_PAUSE.toNanos();
         String seen = "nothing yet";
@@ -245,8 +245,8 @@ final class ReadinessProbes {
     }
 
     /** Null when a socket in the guest listens on {@code port} (LISTEN is state 0A in /proc/net/tcp). */
-    private static String listening(Machine machine, int port, Duration left) {
-        ExecResult r = machine.guest().exec(ExecRequest.of("cat", "/proc/net/tcp", "/proc/net/tcp6")
+    static String listening(Guest guest, int port, Duration left) {
+        ExecResult r = guest.exec(ExecRequest.of("cat", "/proc/net/tcp", "/proc/net/tcp6")
                 .timeout(min(left, ONE_CALL)).build());
         String hexPort = String.format(Locale.ROOT, ":%04X", port);
         for (String line : r.stdoutText().split("\n")) {
@@ -274,16 +274,16 @@ final class ReadinessProbes {
         }
     }
 
-    private static String outputOf(ExecResult r) {
+    static String outputOf(ExecResult r) {
         String out = r.stdoutText().strip(), err = r.stderrText().strip();
         return (out.isEmpty() ? "" : ", stdout: " + Text.tail(out, 300)) + (err.isEmpty() ? "" : ", stderr: " + Text.tail(err, 300));
     }
 
-    private static void checkPort(int port) {
+    static void checkPort(int port) {
         if (port < 1 || port > 65535) throw new IllegalArgumentException("TCP port out of range: " + port);
     }
 
-    private static Duration min(Duration a, Duration b) {
+    static Duration min(Duration a, Duration b) {
         return a.compareTo(b) <= 0 ? a : b;
     }
 }

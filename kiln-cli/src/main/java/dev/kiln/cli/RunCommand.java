@@ -46,6 +46,13 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--accel", description = "QEMU: auto, kvm or tcg (default: $KILN_ACCEL or auto)")
     String accel;
 
+    @Option(names = "--image", description = "default (Kiln's initramfs guest) or debian (systemd on a disk; built when"
+            + " needed, with --packages, --release, --size)", defaultValue = "default")
+    String imageKind;
+
+    @picocli.CommandLine.ArgGroup(exclusive = false)
+    ImageCommand.DebianOptions debian = new ImageCommand.DebianOptions();
+
     @Option(names = "--kernel", description = "boot this kernel instead of the default image's")
     Path kernel;
 
@@ -77,10 +84,18 @@ final class RunCommand implements Callable<Integer> {
         if (chosen == Backend.FIRECRACKER) FirecrackerMachine.requireGuestBootableHost(); // before an image is built for nothing
         GuestImage image;
         if (kernel != null) {
+            if (!imageKind.equals("default")) throw new IllegalArgumentException("--kernel and --image are alternatives");
             image = new GuestImage(kernel, initrd, "", null, false, kernel.toString());
         } else {
             if (initrd != null) throw new IllegalArgumentException("--initrd needs --kernel");
-            image = DefaultImage.get(err::println);
+            image = switch (imageKind) {
+                case "default" -> {
+                    if (!debian.isDefault()) throw new IllegalArgumentException("--packages, --release, --size, --copy and --build-run need --image debian");
+                    yield DefaultImage.get(err::println);
+                }
+                case "debian" -> debian.builder().build(err::println);
+                default -> throw new IllegalArgumentException("unknown --image '" + imageKind + "': default or debian");
+            };
         }
         MachineSpec spec = MachineSpec.builder().backend(chosen).image(image).memoryMib(memoryMib).cpus(cpus)
                 .kernelArgs(append != null ? append : "").launchTimeout(timeout).readyTimeout(timeout).build();

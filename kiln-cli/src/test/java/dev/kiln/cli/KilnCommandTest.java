@@ -78,6 +78,34 @@ class KilnCommandTest {
     }
 
     @Test
+    void runOnADebianImageWithAPackageBuildsItOnceAndRunsTheCommandUnderSystemd() {
+        requireQemu();
+        Outcome run = kiln("run", "--image", "debian", "--packages", "nginx-light", "--timeout", "300", "--",
+                "systemctl", "is-active", "nginx");
+        assertThat(run.code()).as(run.err()).isZero();
+        assertThat(run.out()).isEqualTo("active\n");
+        Outcome list = kiln("image", "list");
+        assertThat(list.code()).as(list.err()).isZero();
+        assertThat(list.out()).containsPattern("(?m)^[0-9a-f]{12,}\\s.*bookworm.*nginx-light");
+        Outcome again = kiln("image", "build", "debian", "--packages", "nginx-light");
+        assertThat(again.code()).as(again.err()).isZero();
+        assertThat(again.err()).doesNotContain("mmdebstrap"); // cached: nothing is bootstrapped again
+    }
+
+    @Test
+    void debianOptionsWithoutADebianImageAreNamed() {
+        Outcome packages = kiln("run", "--packages", "nginx-light", "--", "true");
+        assertThat(packages.code()).isEqualTo(2);
+        assertThat(packages.err()).contains("need --image debian");
+        Outcome image = kiln("run", "--image", "alpine", "--", "true");
+        assertThat(image.code()).isEqualTo(2);
+        assertThat(image.err()).contains("unknown --image 'alpine': default or debian");
+        Outcome rm = kiln("image", "rm", "kiln-no-such-hash");
+        assertThat(rm.code()).isEqualTo(2);
+        assertThat(rm.err()).contains("no cached Debian image matches 'kiln-no-such-hash'");
+    }
+
+    @Test
     void badOptionsAreNamed() {
         Outcome accel = kiln("run", "--accel", "warp", "--", "true");
         assertThat(accel.code()).isEqualTo(2);

@@ -3,6 +3,7 @@ package dev.kiln.vmm;
 import dev.kiln.AbnormalShutdownException;
 import dev.kiln.Backend;
 import dev.kiln.Console;
+import dev.kiln.Drive;
 import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.Guest;
@@ -76,6 +77,8 @@ public abstract class VmmMachine implements Machine {
     /** SIGKILL takes effect at once; a VMM that survives it this long is stuck in the kernel. */
     private static final Duration KILL_WAIT = Duration.ofSeconds(60);
     private static final Duration CLEANUP_WAIT = Duration.ofSeconds(120);
+    /** How long a stop waits for the guest to flush its writes to disks that outlive the machine. */
+    private static final Duration SYNC_LIMIT = Duration.ofSeconds(10);
 
     private final MachineSpec spec;
     private final VmmDriver driver;
@@ -180,7 +183,7 @@ public abstract class VmmMachine implements Machine {
                 image.validate();
             }
             workDir = WorkDir.create(spec.workDirBase(), "kiln-" + id + "-");
-            drives = PreparedDrives.prepare(spec.drives(), workDir, driver.rawDrivesOnly());
+            drives = PreparedDrives.prepare(drivesOf(image), workDir, driver.rawDrivesOnly());
             Launch.SocketPair output = Launch.socketPair(workDir, "vmm-output");
             try {
                 vmmOutput.attach(output.ours());
@@ -216,6 +219,15 @@ public abstract class VmmMachine implements Machine {
         } catch (Throwable t) {
             throw failStart(t);
         }
+    }
+
+    /** The spec's drives, after an overlay over the image's root disk unless the spec has its own root drive. */
+    private List<Drive> drivesOf(GuestImage image) {
+        List<Drive> all = new ArrayList<>();
+        boolean ownRoot = spec.drives().stream().anyMatch(d -> d.id().orElse("").equals(GuestImage.ROOT_DRIVE));
+        if (image != null && image.rootDisk() != null && !ownRoot) all.add(Drive.overlay(image.rootDisk()).id(GuestImage.ROOT_DRIVE));
+        all.addAll(spec.drives());
+        return all;
     }
 
     /** Fails the start when it was cancelled or closed meanwhile. */
@@ -495,13 +507,33 @@ public abstract class VmmMachine implements Machine {
             throw new KilnException(vmm() + " " + id + " is stopped by a signal (SIGSTOP or the like) and can answer nothing");
         }
         Deadline deadline = Deadline.after(timeout); // asking and waiting share the timeout
-        String asked = driver.requestStop(timeout);
+        flushGuestWritesToKeptDisks(deadline);
+        String asked = driver.requestStop(deadline.remaining());
         if (asked == null) {
             process.kill();
             return;
         }
         if (process.awaitExit(deadline.remaining()).isEmpty()) {
             throw new WaitTimeoutException(vmm() + " " + id + " to exit after " + asked, timeout, console.tail(2000));
+        }
+    }
+
+    /**
+     * Stopping a VMM loses what the guest has not written out yet. When a disk outlives the machine (a file used in
+     * place, a kept overlay) and the guest has an agent, it is asked to {@code sync} first; a guest that cannot is
+     * stopped anyway (logged).
+     */
+    private void flushGuestWritesToKeptDisks(Deadline deadline) {
+        PreparedDrives d = drives;
+        Guest g = driver.guest();
+        if (d == null || g == null || state() == MachineState.PAUSED) return;
+        boolean kept = d.attached().stream().anyMatch(a -> !a.readOnly() && !a.file().startsWith(workDir));
+        if (!kept) return;
+        Duration limit = deadline.remaining().compareTo(SYNC_LIMIT) < 0 ? deadline.remaining() : SYNC_LIMIT;
+        try {
+            g.exec(ExecRequest.of("sync").timeout(limit).build()).orThrow();
+        } catch (RuntimeException e) {
+            LOG.warn("{}: could not flush the guest's writes before stopping ({}); what it had not written is lost", id, e.getMessage());
         }
     }
 

@@ -33,6 +33,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.OptionalInt;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -300,10 +301,24 @@ final class FirecrackerDriver implements VmmDriver {
         List<String> args = new ArrayList<>(List.of("console=ttyS0", "reboot=k", "panic=1"));
         if (image.agent()) args.addAll(List.of("kiln.agent=vsock", "kiln.agent_port=" + agentPort()));
         if (!image.cmdline().isBlank()) args.add(image.cmdline());
+        rootDevice().ifPresent(dev -> args.add("kiln.root=" + dev));
         if (!spec.kernelArgs().isBlank()) args.add(spec.kernelArgs());
         MicrovmSetup.BasicConfig basic = MicrovmSetup.BasicConfig.of(vmlinux, String.join(" ", args))
                 .withSize(spec.cpus(), spec.memoryMib());
         setup().basicConfig(image.initrd() != null ? basic.withInitrd(image.initrd()) : basic);
+    }
+
+    /**
+     * The guest's device for the image's root drive. Firecracker gives its disks no serials the guest could find
+     * them by, but attaches them in order: the root drive is {@code vda}, {@code vdb}… by its place.
+     */
+    private Optional<String> rootDevice() {
+        if (launch.image().rootDisk() == null) return Optional.empty();
+        List<AttachedDrive> drives = launch.drives();
+        for (int i = 0; i < drives.size(); i++) {
+            if (drives.get(i).id().equals(GuestImage.ROOT_DRIVE)) return Optional.of("/dev/vd" + (char) ('a' + i));
+        }
+        return Optional.empty();
     }
 
     /** Fails when the process Kiln spawned ended badly: Firecracker itself, or a jailer that failed before forking it. */

@@ -1,8 +1,10 @@
 package dev.kiln.firecracker;
 
 import dev.kiln.Drive;
+import dev.kiln.GuestImage;
 import dev.kiln.LaunchException;
 import dev.kiln.firecracker.api.model.FullVmConfiguration;
+import dev.kiln.image.DefaultImage;
 import dev.kiln.support.Executables;
 import dev.kiln.support.HostCommand;
 import org.junit.jupiter.api.AfterEach;
@@ -108,5 +110,25 @@ class FirecrackerDrivesTest {
                 .hasMessageContaining("the jailed Firecracker (uid 65534) could only get a copy of " + users)
                 .hasMessageContaining("what the guest writes would not reach it");
         assertThat(Files.readString(users).substring(0, 4)).isEqualTo("MINE");
+    }
+
+    /** Firecracker's disks have no serials that name them: the guest is told the root drive's device by its place. */
+    @Test
+    void anImagesRootDiskIsTheFirstDriveAndTheGuestIsToldItsDevice() throws IOException {
+        GuestImage image = DefaultImage.get(System.out::println).withRootDisk(raw("rootfs.raw", "ROOT"));
+        try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker()).image(image)
+                .drive(Drive.scratch(1 << 20).id("data")).kvmCheck(false).readiness().start()) {
+            FullVmConfiguration config = vm.api().getExportVmConfig();
+            assertThat(config.drives()).extracting(d -> d.driveId()).containsExactly("root", "data");
+            assertThat(Path.of(config.drives().get(0).pathOnHost())).isEqualTo(vm.workDir().resolve("drive-root.raw"));
+            assertThat(config.bootSource().bootArgs()).endsWith("kiln.root=/dev/vda");
+        }
+        Path own = raw("own-root.raw", "OWN");
+        try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker()).image(image)
+                .drive(Drive.scratch(1 << 20).id("data")).drive(Drive.overlay(own).id("root")).kvmCheck(false).readiness().start()) {
+            FullVmConfiguration config = vm.api().getExportVmConfig();
+            assertThat(config.drives()).extracting(d -> d.driveId()).containsExactly("data", "root");
+            assertThat(config.bootSource().bootArgs()).endsWith("kiln.root=/dev/vdb");
+        }
     }
 }

@@ -212,7 +212,7 @@ final class ImageBuilder {
         }
     }
 
-    private static int mode(Path p) throws IOException {
+    static int mode(Path p) throws IOException {
         int mode = 0;
         for (PosixFilePermission perm : Files.getPosixFilePermissions(p))
             mode |= 1 << (8 - perm.ordinal()); // OWNER_READ is ordinal 0 = bit 8 ... OTHERS_EXECUTE ordinal 8 = bit 0

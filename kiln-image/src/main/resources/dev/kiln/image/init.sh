@@ -17,7 +17,6 @@ modaliases /sys/bus/platform/devices/*/modalias /sys/bus/pci/devices/*/modalias
 set -f; [ -n "$aliases" ] && modprobe -qa $aliases; set +f
 modaliases /sys/bus/virtio/devices/*/modalias
 set -f; [ -n "$aliases" ] && modprobe -qa $aliases; set +f
-ip link set lo up
 
 # With console=hvc0 and no serial port the kernel had no console to give init: take the virtio console
 # once its driver (loaded just above) has made it.
@@ -27,7 +26,7 @@ if ! [ -e /proc/self/fd/1 ]; then
     [ -c /dev/hvc0 ] && exec </dev/hvc0 >/dev/hvc0 2>&1
 fi
 
-agent=virtio-serial port=1024 addr=
+agent=virtio-serial port=1024 addr= root=
 read -r cmdline < /proc/cmdline
 set -f
 for a in $cmdline; do
@@ -35,9 +34,37 @@ for a in $cmdline; do
         kiln.agent=*) agent=${a#*=} ;;
         kiln.agent_port=*) port=${a#*=} ;;
         kiln.ip=*) addr=${a#*=} ;;
+        kiln.root=*) root=${a#*=} ;;
     esac
 done
 set +f
+
+# kiln.root=serial:NAME (the virtio disk with that serial, as QEMU sets it) or kiln.root=DEVICE (Firecracker, whose
+# disks come in a set order): the guest's own root file system. Mount it and hand over to its init for good.
+if [ -n "$root" ]; then
+    find_root() {
+        case $root in
+            serial:*)
+                dev=
+                for s in /sys/block/vd*/serial; do
+                    v=; read -r v < "$s" 2>/dev/null # the serial has no newline: read "fails" yet sets v
+                    [ "$v" = "${root#serial:}" ] && { d=${s%/serial}; dev=/dev/${d##*/}; }
+                done
+                [ -n "$dev" ] && [ -b "$dev" ] ;;
+            *) dev=$root; [ -b "$dev" ] ;;
+        esac
+    }
+    now; end=$((ms + 10000))
+    until find_root; do now; [ "$ms" -lt "$end" ] || break; tick; done
+    if find_root && mkdir -p /newroot && mount -t ext4 -o rw "$dev" /newroot; then
+        umount /tmp; for m in dev proc sys run; do mount --move /$m /newroot/$m; done
+        exec switch_root /newroot /sbin/init
+    fi
+    # Giving up ends PID 1: the kernel panics and, with panic=-1, the VMM exits, so the start fails naming this line.
+    echo "kiln-init: cannot mount the root file system kiln.root=$root (disks: $(ls /sys/block)); giving up"
+    exit 1
+fi
+ip link set lo up
 
 # kiln.ip=ADDRESS/PREFIX[,GATEWAY]: a static address on eth0 (user-mode networking, a cable, a switch).
 if [ -n "$addr" ]; then

@@ -44,6 +44,15 @@ public @interface Vm {
      */
     String name() default "";
 
+    /**
+     * {@code debian}: a Debian guest with systemd and {@link #packages()}, built from Debian's packages the first time
+     * and cached ({@code DebianImage}); empty keeps the spec's image (Kiln's default image unless it says otherwise).
+     */
+    String image() default "";
+
+    /** With {@code image = "debian"}: the packages to install in it. */
+    String[] packages() default {};
+
     /** Guest memory; 0 keeps the spec's (256 MiB unless it says otherwise). */
     int memoryMib() default 0;
 

@@ -6,6 +6,7 @@ import dev.kiln.Machine;
 import dev.kiln.MachineSpec;
 import dev.kiln.SpecBuilder;
 import dev.kiln.firecracker.FirecrackerMachine;
+import dev.kiln.image.DebianImage;
 import dev.kiln.qemu.QemuMachine;
 import org.junit.jupiter.api.extension.ExtensionConfigurationException;
 import org.junit.platform.commons.support.ReflectionSupport;
@@ -54,6 +55,14 @@ record VmRequest(String label, Vm vm, Class<?> type, Class<?> testClass, Optiona
         Backend backend = backend(base);
         MachineSpec.Builder b = base.toBuilder().backend(backend);
         if (!vm.name().isEmpty()) b.name(vm.name());
+        switch (vm.image()) {
+            case "" -> {
+                if (vm.packages().length > 0) throw new ExtensionConfigurationException(label + ": packages need image = \"debian\"");
+            }
+            case "debian" -> b.image(DebianImage.builder().packages(vm.packages()).build(System.out::println));
+            default -> throw new ExtensionConfigurationException(label + ": image = \"" + vm.image() + "\" is not an image"
+                    + " Kiln builds; use \"debian\", or a spec method for any other GuestImage");
+        }
         if (vm.memoryMib() > 0) b.memoryMib(vm.memoryMib());
         if (vm.cpus() > 0) b.cpus(vm.cpus());
         if (!vm.append().isEmpty()) b.kernelArgs((base.kernelArgs() + " " + vm.append()).strip());

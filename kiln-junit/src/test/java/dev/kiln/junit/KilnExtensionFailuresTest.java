@@ -127,6 +127,16 @@ class KilnExtensionFailuresTest {
     }
 
     @Test
+    void anImageKilnDoesNotBuildOrPackagesWithoutDebianFailTheClassNamingThem() {
+        Throwable packages = throwables(run(Samples.PackagesWithoutDebian.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"))
+                .containerEvents().failed().stream()).get("PackagesWithoutDebian");
+        assertThat(packages).hasMessage("@Vm PackagesWithoutDebian.vm: packages need image = \"debian\"");
+        Throwable image = throwables(run(Samples.UnknownImage.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"))
+                .containerEvents().failed().stream()).get("UnknownImage");
+        assertThat(image).hasMessageStartingWith("@Vm UnknownImage.vm: image = \"alpine\" is not an image Kiln builds");
+    }
+
+    @Test
     void aMissingSpecMethodFailsTheTestNamingIt() {
         EngineExecutionResults results = run(Samples.SpecMissing.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"));
         Throwable t = throwables(results.testEvents().failed().stream()).get("neverRuns");

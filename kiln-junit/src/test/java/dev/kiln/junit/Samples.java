@@ -125,6 +125,28 @@ final class Samples {
 
     @ExtendWith(OnlyInTestKit.class)
     @KilnTest
+    static class PackagesWithoutDebian {
+        @Vm(packages = "nginx-light")
+        static QemuMachine vm;
+
+        @Test
+        void neverRuns() {
+        }
+    }
+
+    @ExtendWith(OnlyInTestKit.class)
+    @KilnTest
+    static class UnknownImage {
+        @Vm(image = "alpine")
+        static QemuMachine vm;
+
+        @Test
+        void neverRuns() {
+        }
+    }
+
+    @ExtendWith(OnlyInTestKit.class)
+    @KilnTest
     static class WrongType {
         @Vm
         static String vm;

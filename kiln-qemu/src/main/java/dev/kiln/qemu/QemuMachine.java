@@ -3,6 +3,9 @@ package dev.kiln.qemu;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.Backend;
+import dev.kiln.Console;
+import dev.kiln.ExecRequest;
+import dev.kiln.GuestImage;
 import dev.kiln.Event;
 import dev.kiln.KilnException;
 import dev.kiln.MachineSpec;
@@ -11,6 +14,7 @@ import dev.kiln.agent.QgaGuest;
 import dev.kiln.qemu.internal.NetworkEnds;
 import dev.kiln.qemu.net.Cable;
 import dev.kiln.qemu.net.Port;
+import dev.kiln.support.Deadline;
 import dev.kiln.vmm.VmmMachine;
 
 import java.net.InetSocketAddress;
@@ -118,6 +122,29 @@ public final class QemuMachine extends VmmMachine {
             }
         }
         if (failure != null) throw failure;
+    }
+
+    /**
+     * Reboots the guest from inside, as {@code systemctl reboot} does (services stop, file systems are written out and
+     * unmounted), then waits until the image is ready again: its ready marker on the console, its agent. Needs a guest
+     * with systemd and its agent, such as a Debian image; the spec's own readiness probes are not run again.
+     * Like {@link #reset()}, the reboot action is "reset" only while this runs.
+     */
+    public void reboot(Duration timeout) {
+        requireLive("reboot()");
+        GuestImage image = image().orElseThrow(() -> new KilnException("reboot(): machine " + id() + " boots no guest"));
+        Deadline deadline = Deadline.after(timeout);
+        Console.Cursor cursor = console().cursor();
+        command("set-action", "reboot", "reset");
+        try {
+            events(); // a RESET from before this call must not count
+            guest().exec(ExecRequest.of("systemctl", "reboot", "--no-block").timeout(deadline.remaining()).build()).orThrow();
+            awaitEvent("RESET", null, deadline.remaining());
+        } finally {
+            if (state().isLive()) command("set-action", "reboot", "shutdown");
+        }
+        if (image.readyMarker() != null) cursor.await(image.readyMarker(), deadline.remaining());
+        if (image.agent()) guest().awaitReady(deadline.remaining());
     }
 
     /**

@@ -135,4 +135,14 @@ class DrivesTest {
                 .hasMessageContaining("drive root: overlay over " + missing + ": there is no file " + missing)
                 .satisfies(e -> assertThat(((LaunchException) e).commandLine()).isEmpty());
     }
+
+    @Test
+    void aRootDiskWithoutAFileSystemEndsTheStartNamingIt() throws IOException {
+        Path garbage = disk("garbage.raw", 8, "NOT-A-FILE-SYSTEM");
+        QemuMachine vm = QemuMachine.builder().image(TestGuests.image().withCmdline("kiln.root=serial:root").withRootDisk(garbage))
+                .readyTimeout(TestGuests.MARKER).build();
+        assertThatThrownBy(vm::start).isInstanceOf(LaunchException.class)
+                .hasMessageContaining("cannot mount the root file system kiln.root=serial:root");
+        assertThat(vm.workDir()).doesNotExist();
+    }
 }
