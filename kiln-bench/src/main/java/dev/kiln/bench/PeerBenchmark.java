@@ -45,12 +45,13 @@ import java.util.function.LongSupplier;
  *       by a shell to the ready marker vs QEMUMachine to the marker, with boot-phase timelines (PNG), the
  *       VMM's peak RSS and the teardown;</li>
  *   <li>exec of {@code true} vs a fork+exec inside the guest by its own clock;</li>
- *   <li>the JVM's heap and platform threads per machine.</li>
+ *   <li>the JVM's heap and platform threads per machine;</li>
+ *   <li>the Debian image: build, size, boot, dd through virtio-blk ({@link DebianBenchmark}).</li>
  * </ul>
  * Writes results.json, results.md and boot-timeline.png into the results folder and prints the table.
  *
  * <p>Usage: {@code PeerBenchmark [--runs N] [--qmp N] [--machines N] [--booted N] [--out DIR]
- * [--peers DIR] [--no-python] [--only launch,qmp,boot,memory]}
+ * [--peers DIR] [--no-python] [--only launch,qmp,boot,memory,debian]}
  */
 public final class PeerBenchmark {
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
@@ -111,6 +112,7 @@ public final class PeerBenchmark {
                 if (opt.runs("qmp")) qmpRoundTrips();
                 if (opt.runs("boot")) boots();
                 if (opt.runs("memory")) perMachineCost();
+                if (opt.runs("debian")) new DebianBenchmark(this, image, binary, opt.runs, scratch).run();
             } finally {
                 if (python != null) python.close();
             }
@@ -367,7 +369,7 @@ public final class PeerBenchmark {
                 if (r.hasNonNull("vmm_hwm_kib")) sample("rss.qemumachine", "QEMU under QEMUMachine: peak RSS (VmHWM)", "MiB").add(r.get("vmm_hwm_kib").asDouble() / 1024);
             }
             System.err.printf(Locale.ROOT, "kiln bench: boot run %d/%d: raw %.0f ms, Kiln %.0f ms (load %s)%n", i + 1, opt.runs,
-                    last("boot.raw"), last("boot.kiln"), loadavg());
+                    lastOf("boot.raw"), lastOf("boot.kiln"), loadavg());
         }
         String g = "cold boot";
         compare(g + ": Kiln to agent ready vs raw QEMU to the ready marker", "boot.kiln", "boot.raw", "raw qemu-system-x86_64");
@@ -380,7 +382,7 @@ public final class PeerBenchmark {
         plot();
     }
 
-    private double last(String key) {
+    double lastOf(String key) {
         Samples s = samples.get(key);
         return s == null || s.isEmpty() ? Double.NaN : s.last();
     }
@@ -595,11 +597,11 @@ public final class PeerBenchmark {
 
     // ---- results -----------------------------------------------------------------------------------
 
-    private Samples sample(String key, String label) {
+    Samples sample(String key, String label) {
         return sample(key, label, "ms");
     }
 
-    private Samples sample(String key, String label, String unit) {
+    Samples sample(String key, String label, String unit) {
         return samples.computeIfAbsent(key, k -> new Samples(label, unit));
     }
 
@@ -608,8 +610,16 @@ public final class PeerBenchmark {
         return s != null && !s.isEmpty();
     }
 
-    private void compare(String group, String kilnKey, String peerKey, String peerLabel) {
+    void compare(String group, String kilnKey, String peerKey, String peerLabel) {
         comparisons.add(new String[] {group, kilnKey, peerKey, peerLabel});
+    }
+
+    ObjectNode info() {
+        return info;
+    }
+
+    void note(String line) {
+        notes.add(line);
     }
 
     private void writeResults() throws IOException {
@@ -657,7 +667,7 @@ public final class PeerBenchmark {
             md.append('\n');
             notes.forEach(n -> md.append(n).append('\n'));
         }
-        md.append("\nAll samples: results.json. Boot phases: boot-timeline.png.\n");
+        md.append("\nAll samples: results.json.").append(opt.runs("boot") ? " Boot phases: boot-timeline.png." : "").append('\n');
 
         ObjectNode root = JsonNodeFactory.instance.objectNode();
         root.set("info", info);
@@ -680,6 +690,9 @@ public final class PeerBenchmark {
         target(out, "QMP round trip ≤ 0.5× qemu.qmp's", "qmp.kiln", "qmp.qemu.qmp", 0.5);
         target(out, "launch → QMP ready → quit ≤ 0.8× QEMUMachine's (warm JVM)", "launch.kiln", "launch.qemumachine", 0.8);
         target(out, "cold boot to agent ready ≤ 1.1× raw QEMU's boot to the ready marker", "boot.kiln", "boot.raw", 1.1);
+        target(out, "Debian boot to the ready marker ≤ 1.05× raw QEMU's on the same disk and kernel", "debian.boot.kiln.marker", "debian.boot.raw", 1.05);
+        targetAtLeast(out, "Debian dd write through virtio-blk ≥ 0.95× raw QEMU's", "debian.dd.write.kiln", "debian.dd.write.raw", 0.95);
+        targetAtLeast(out, "Debian dd read through virtio-blk ≥ 0.95× raw QEMU's", "debian.dd.read.kiln", "debian.dd.read.raw", 0.95);
         JsonNode paused = jvmCost.get("paused");
         if (paused != null) {
             double heap = paused.get("heap_after_gc_bytes_per_machine").asDouble() / (1024 * 1024);
@@ -703,13 +716,20 @@ public final class PeerBenchmark {
         out.add(String.format(Locale.ROOT, "%s: %.2f → %s", what, r, r <= limit ? "holds" : "does NOT hold"));
     }
 
+    private void targetAtLeast(List<String> out, String what, String kiln, String peer, double floor) {
+        if (!has(kiln) || !has(peer)) return;
+        double r = samples.get(kiln).median() / samples.get(peer).median();
+        out.add(String.format(Locale.ROOT, "%s: %.2f → %s", what, r, r >= floor ? "holds" : "does NOT hold"));
+    }
+
     // ---- options -----------------------------------------------------------------------------------
 
     static final class Options {
         static final String USAGE = """
                 Usage: kiln bench [--runs N] [--qmp N] [--machines N] [--booted N] [--out DIR] [--peers DIR]
-                                  [--no-python] [--only launch,qmp,boot,memory]
-                  --runs N      boots of each kind, and twice as many launch/quit cycles (default 10)
+                                  [--no-python] [--only launch,qmp,boot,memory,debian]
+                  --runs N      boots of each kind, and twice as many launch/quit cycles (default 10);
+                                Debian: as many cached builds and boots, at most 3 cold builds
                   --qmp N       QMP round trips per client (default 2000)
                   --machines N  paused machines started at once for the JVM's cost per machine (default 8)
                   --booted N    booted machines for the same (default 4; 0: skip)
@@ -721,7 +741,8 @@ public final class PeerBenchmark {
         int runs = 10, qmpCalls = 2000, machines = 8, booted = 4;
         Path out, peers;
         boolean python = true, help;
-        Set<String> only = Set.of("launch", "qmp", "boot", "memory");
+        static final Set<String> PARTS = Set.of("launch", "qmp", "boot", "memory", "debian");
+        Set<String> only = PARTS;
 
         boolean runs(String part) { return only.contains(part); }
 
@@ -742,7 +763,7 @@ public final class PeerBenchmark {
                     case "--only" -> {
                         o.only = Set.of(value(args, ++i, a).split(","));
                         for (String p : o.only) {
-                            if (!Set.of("launch", "qmp", "boot", "memory").contains(p)) throw new IllegalArgumentException("--only: unknown part " + p);
+                            if (!PARTS.contains(p)) throw new IllegalArgumentException("--only: unknown part " + p);
                         }
                     }
                     default -> throw new IllegalArgumentException("unknown argument " + a);
