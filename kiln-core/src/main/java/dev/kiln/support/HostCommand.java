@@ -59,7 +59,7 @@ public final class HostCommand {
         Thread outReader = drain(p.getInputStream(), out, lines), errReader = drain(p.getErrorStream(), err, lines);
         try {
             if (!p.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
-                p.destroyForcibly();
+                killTree(p);
                 p.waitFor(10, TimeUnit.SECONDS);
                 throw new KilnException(what + " did not finish within " + Text.human(timeout) + "; it printed:\n"
                         + Text.tail(out.toString(StandardCharsets.UTF_8) + err.toString(StandardCharsets.UTF_8), 4000));
@@ -67,11 +67,17 @@ public final class HostCommand {
             outReader.join();
             errReader.join();
         } catch (InterruptedException e) {
-            p.destroyForcibly();
+            killTree(p);
             Thread.currentThread().interrupt();
             throw new KilnException("interrupted while running " + what, e);
         }
         return new Result(List.copyOf(command), p.exitValue(), out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    }
+
+    /** The command and what it started (mmdebstrap's apt and dpkg, say): killing only the command would orphan them. */
+    private static void killTree(Process p) {
+        p.descendants().forEach(ProcessHandle::destroyForcibly);
+        p.destroyForcibly();
     }
 
     private static Thread drain(InputStream in, ByteArrayOutputStream to, Consumer<String> lines) {

@@ -60,8 +60,10 @@ if [ -n "$root" ]; then
         umount /tmp; for m in dev proc sys run; do mount --move /$m /newroot/$m; done
         exec switch_root /newroot /sbin/init
     fi
-    # Giving up ends PID 1: the kernel panics and, with panic=-1, the VMM exits, so the start fails naming this line.
+    # Giving up resets the guest, which ends the VMM (-no-reboot; Firecracker exits on a reboot): the start fails at
+    # once, with this line last on the console (a panic's backtrace would bury it).
     echo "kiln-init: cannot mount the root file system kiln.root=$root (disks: $(ls /sys/block)); giving up"
+    reboot -f
     exit 1
 fi
 ip link set lo up
