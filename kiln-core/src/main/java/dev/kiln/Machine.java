@@ -38,6 +38,20 @@ public interface Machine extends AutoCloseable {
      */
     Machine start();
 
+    /**
+     * {@link #start()}, but the machine goes on from {@code snapshot} instead of booting: the same spec (size, devices,
+     * image) as the machine it was taken from, checked first; its disks are overlays over the snapshot's copies. Ready
+     * once the spec's readiness probes pass, or, without any, once the guest agent answers; the guest's clock is then
+     * set to the host's. See {@link Snapshot#restore(MachineSpec)}.
+     */
+    Machine startFrom(Snapshot snapshot);
+
+    /**
+     * Saves this running (or paused) machine into {@code dir} (made if missing; it must be empty): the VMM's state, a
+     * copy of every disk it writes, what it is made of. The guest is paused meanwhile and runs on afterwards if it ran.
+     */
+    Snapshot snapshot(Path dir);
+
     /** Stops the guest's CPUs; nothing happens when it is paused already. */
     void pause();
 

@@ -46,12 +46,13 @@ import java.util.function.LongSupplier;
  *       VMM's peak RSS and the teardown;</li>
  *   <li>exec of {@code true} vs a fork+exec inside the guest by its own clock;</li>
  *   <li>the JVM's heap and platform threads per machine;</li>
- *   <li>the Debian image: build, size, boot, dd through virtio-blk ({@link DebianBenchmark}).</li>
+ *   <li>the Debian image: build, size, boot, dd through virtio-blk ({@link DebianBenchmark});</li>
+ *   <li>snapshots: restore vs cold boot of the default image ({@link SnapshotBenchmark}).</li>
  * </ul>
  * Writes results.json, results.md and boot-timeline.png into the results folder and prints the table.
  *
  * <p>Usage: {@code PeerBenchmark [--runs N] [--qmp N] [--machines N] [--booted N] [--out DIR]
- * [--peers DIR] [--no-python] [--only launch,qmp,boot,memory,debian]}
+ * [--peers DIR] [--no-python] [--only launch,qmp,boot,memory,debian,snapshot]}
  */
 public final class PeerBenchmark {
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
@@ -113,6 +114,7 @@ public final class PeerBenchmark {
                 if (opt.runs("boot")) boots();
                 if (opt.runs("memory")) perMachineCost();
                 if (opt.runs("debian")) new DebianBenchmark(this, image, binary, opt.runs, scratch).run();
+                if (opt.runs("snapshot")) new SnapshotBenchmark(this, image, opt.runs, scratch).run();
             } finally {
                 if (python != null) python.close();
             }
@@ -693,6 +695,7 @@ public final class PeerBenchmark {
         target(out, "Debian boot to the ready marker ≤ 1.05× raw QEMU's on the same disk and kernel", "debian.boot.kiln.marker", "debian.boot.raw", 1.05);
         targetAtLeast(out, "Debian dd write through virtio-blk ≥ 0.95× raw QEMU's", "debian.dd.write.kiln", "debian.dd.write.raw", 0.95);
         targetAtLeast(out, "Debian dd read through virtio-blk ≥ 0.95× raw QEMU's", "debian.dd.read.kiln", "debian.dd.read.raw", 0.95);
+        target(out, "restore → agent ready ≥ 10× faster than a cold boot (default image)", "snapshot.restore", "snapshot.boot", 0.1);
         JsonNode paused = jvmCost.get("paused");
         if (paused != null) {
             double heap = paused.get("heap_after_gc_bytes_per_machine").asDouble() / (1024 * 1024);
@@ -727,7 +730,7 @@ public final class PeerBenchmark {
     static final class Options {
         static final String USAGE = """
                 Usage: kiln bench [--runs N] [--qmp N] [--machines N] [--booted N] [--out DIR] [--peers DIR]
-                                  [--no-python] [--only launch,qmp,boot,memory,debian]
+                                  [--no-python] [--only launch,qmp,boot,memory,debian,snapshot]
                   --runs N      boots of each kind, and twice as many launch/quit cycles (default 10);
                                 Debian: as many cached builds and boots, at most 3 cold builds
                   --qmp N       QMP round trips per client (default 2000)
@@ -741,7 +744,7 @@ public final class PeerBenchmark {
         int runs = 10, qmpCalls = 2000, machines = 8, booted = 4;
         Path out, peers;
         boolean python = true, help;
-        static final Set<String> PARTS = Set.of("launch", "qmp", "boot", "memory", "debian");
+        static final Set<String> PARTS = Set.of("launch", "qmp", "boot", "memory", "debian", "snapshot");
         Set<String> only = PARTS;
 
         boolean runs(String part) { return only.contains(part); }

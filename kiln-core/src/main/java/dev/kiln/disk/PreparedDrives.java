@@ -83,7 +83,7 @@ public final class PreparedDrives implements AutoCloseable {
             try {
                 if (!rawOnly) QemuImg.createOverlay(partial, base, baseFormat);
                 else if (baseFormat == Drive.Format.QCOW2) QemuImg.convertToRaw(base, baseFormat, partial);
-                else sparseCopy(base, partial);
+                else copySparse(base, partial);
                 try {
                     Files.createLink(target, partial);
                 } catch (java.nio.file.FileAlreadyExistsException racedBy) {
@@ -150,7 +150,8 @@ public final class PreparedDrives implements AutoCloseable {
         locks.add(fd);
     }
 
-    private static void sparseCopy(Path from, Path to) {
+    /** Copies a disk file keeping its holes (and sharing its blocks where the file system can). */
+    public static void copySparse(Path from, Path to) {
         HostCommand.Result r = HostCommand.run(List.of("cp", "--sparse=always", "--reflink=auto", from.toString(), to.toString()),
                 null, Duration.ofMinutes(30), "copy of " + from);
         if (!r.ok()) throw new KilnException("cannot copy " + from + " to " + to + ": " + r.complaint());

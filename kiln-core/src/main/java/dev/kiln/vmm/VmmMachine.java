@@ -4,6 +4,7 @@ import dev.kiln.AbnormalShutdownException;
 import dev.kiln.Backend;
 import dev.kiln.Console;
 import dev.kiln.Drive;
+import dev.kiln.Snapshot;
 import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.Guest;
@@ -34,6 +35,9 @@ import org.slf4j.LoggerFactory;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.util.Map;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
@@ -79,6 +83,8 @@ public abstract class VmmMachine implements Machine {
     private static final Duration CLEANUP_WAIT = Duration.ofSeconds(120);
     /** How long a stop waits for the guest to flush its writes to disks that outlive the machine. */
     private static final Duration SYNC_LIMIT = Duration.ofSeconds(10);
+    /** Saving a guest's memory is bounded by the disk: minutes for many GiB. */
+    private static final Duration SNAPSHOT_LIMIT = Duration.ofMinutes(10);
 
     private final MachineSpec spec;
     private final VmmDriver driver;
@@ -96,6 +102,8 @@ public abstract class VmmMachine implements Machine {
 
     private volatile Path workDir;
     private volatile PreparedDrives drives;
+    private volatile List<Drive> driveSpecs = List.of();                // what each attached drive was made from
+    private volatile Snapshot restoring;                                 // startFrom(): the snapshot to go on from
     private volatile VmmProcess process;
     private volatile GuestImage image;
     private volatile ExitStatus exitStatus;
@@ -171,7 +179,7 @@ public abstract class VmmMachine implements Machine {
                 throw new KilnException("machine " + id + " cannot start: it is " + state
                         + " (start() may be called once; make a new machine)");
             }
-            transition(MachineState.STARTING, "start()");
+            transition(MachineState.STARTING, restoring != null ? "startFrom(snapshot in " + restoring.dir() + ")" : "start()");
         } finally {
             lock.unlock();
         }
@@ -182,13 +190,21 @@ public abstract class VmmMachine implements Machine {
                 image = spec.image().orElseGet(driver::defaultImage);
                 image.validate();
             }
+            List<Drive> wanted = drivesOf(image);
+            Snapshot from = restoring;
+            if (from != null) {
+                Snapshots.check(from, Snapshots.describe(spec, image, wanted, driver.stateInfo()));
+                wanted = Snapshots.drivesFrom(from, wanted);
+            }
             workDir = WorkDir.create(spec.workDirBase(), "kiln-" + id + "-");
-            drives = PreparedDrives.prepare(drivesOf(image), workDir, driver.rawDrivesOnly());
+            driveSpecs = List.copyOf(wanted);
+            drives = PreparedDrives.prepare(wanted, workDir, driver.rawDrivesOnly());
             Launch.SocketPair output = Launch.socketPair(workDir, "vmm-output");
             try {
                 vmmOutput.attach(output.ours());
                 vmmOutput.teeTo(workDir.resolve("vmm.log"));
-                process = driver.spawn(new Launch(id, spec, image, workDir, drives.attached(), console, output.theirs(), this::vmmState));
+                process = driver.spawn(new Launch(id, spec, image, workDir, drives.attached(), console, output.theirs(), this::vmmState,
+                        from != null ? from.dir().resolve(Snapshot.STATE) : null));
             } finally {
                 output.theirs().close(); // the VMM has its own copy
             }
@@ -206,6 +222,7 @@ public abstract class VmmMachine implements Machine {
             upNanos = System.nanoTime() - startNanos;
             checkStartCalledOff();
             awaitReadiness();
+            if (from != null) setGuestClock();
             readyNanos = System.nanoTime() - startNanos;
             lock.lock();
             try {
@@ -218,6 +235,66 @@ public abstract class VmmMachine implements Machine {
             return this;
         } catch (Throwable t) {
             throw failStart(t);
+        }
+    }
+
+    @Override
+    public Machine startFrom(Snapshot snapshot) {
+        if (snapshot.backend() != spec.backend()) {
+            throw new KilnException("the snapshot in " + snapshot.dir() + " was taken on " + snapshot.backend().displayName()
+                    + ", and this machine is for " + spec.backend().displayName());
+        }
+        if (!spec.bootsGuest()) throw new KilnException("machine " + id + " has no guest to restore");
+        requireSnapshots();
+        restoring = snapshot;
+        return start();
+    }
+
+    private void requireSnapshots() {
+        if (!driver.snapshots()) throw new KilnException(vmm() + " machines cannot be saved or restored by Kiln yet");
+    }
+
+    /** A restored guest's clock stood still while it was saved: set it to the host's (whole seconds; logged if it cannot). */
+    private void setGuestClock() {
+        Guest g = driver.guest();
+        if (g == null) return;
+        Instant now = Instant.now();
+        long seconds = now.getEpochSecond() + (now.getNano() >= 500_000_000 ? 1 : 0);
+        try {
+            g.exec(ExecRequest.of("date", "-u", "-s", "@" + seconds).timeout(Duration.ofSeconds(10)).build()).orThrow();
+        } catch (RuntimeException e) {
+            LOG.warn("{}: could not set the restored guest's clock ({}); it runs behind by the snapshot's age", id, e.getMessage());
+        }
+    }
+
+    @Override
+    public final Snapshot snapshot(Path dir) {
+        requireLive("snapshot()");
+        if (image == null) throw new KilnException("snapshot(): machine " + id + " has no guest to save");
+        requireSnapshots();
+        boolean made = !Files.exists(dir);
+        try {
+            Files.createDirectories(dir);
+            try (var entries = Files.list(dir)) {
+                if (entries.findAny().isPresent()) throw new KilnException("snapshot(): " + dir + " is not empty; a snapshot needs a directory of its own");
+            }
+        } catch (IOException e) {
+            throw new KilnException("snapshot(): cannot make " + dir + ": " + e.getMessage(), e);
+        }
+        boolean wasRunning = state() == MachineState.RUNNING;
+        if (wasRunning) pause();
+        try {
+            Map<String, String> described = Snapshots.describe(spec, image, driveSpecs, driver.stateInfo());
+            call(() -> {
+                driver.saveState(dir.resolve(Snapshot.STATE), SNAPSHOT_LIMIT);
+                return null;
+            });
+            return Snapshot.write(dir, Snapshots.takeDrives(dir, described, driveSpecs, drives.attached()), spec);
+        } catch (RuntimeException e) {
+            Snapshots.removePartial(dir, made);
+            throw e;
+        } finally {
+            if (wasRunning && state() == MachineState.PAUSED) resume();
         }
     }
 
@@ -244,7 +321,9 @@ public abstract class VmmMachine implements Machine {
 
     private void awaitReadiness() {
         if (!spec.bootsGuest()) return;
-        List<Probe> probes = spec.readiness().orElse(List.of(Probe.imageReady()));
+        // A restored guest is past its ready marker: without probes of the spec's own, its agent is what to await.
+        List<Probe> restored = image.agent() ? List.of(Probe.agent()) : List.of();
+        List<Probe> probes = spec.readiness().orElse(restoring != null ? restored : List.of(Probe.imageReady()));
         Deadline deadline = Deadline.after(spec.readyTimeout());
         for (Probe p : probes) {
             call(() -> {

@@ -29,13 +29,17 @@ final class QemuArguments {
     private final GuestImage image;
     private final List<AttachedDrive> drives;
     private final Accelerator accel;
+    private final boolean incoming;
 
-    QemuArguments(MachineSpec spec, QemuOptions options, GuestImage image, List<AttachedDrive> drives, Accelerator accel) {
+    /** {@code incoming}: the machine goes on from a saved state (QMP's migrate-incoming) instead of booting. */
+    QemuArguments(MachineSpec spec, QemuOptions options, GuestImage image, List<AttachedDrive> drives, Accelerator accel,
+                  boolean incoming) {
         this.spec = spec;
         this.options = options;
         this.image = image;
         this.drives = List.copyOf(drives);
         this.accel = accel;
+        this.incoming = incoming;
     }
 
     boolean consoleOn() {
@@ -116,6 +120,7 @@ final class QemuArguments {
             cl.flag("-no-reboot");
         }
         if (options.paused) cl.flag("-S");
+        if (incoming) cl.option("-incoming", "defer");
         for (int i = 0; i < options.addedFiles.size(); i++) {
             QemuOptions.AddedFile f = options.addedFiles.get(i);
             cl.option("-add-fd", QemuOption.of(null).set("fd", s.addedFileFds().get(i)).set("set", f.fdset())

@@ -1,5 +1,6 @@
 package dev.kiln.qemu;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.Guest;
@@ -11,11 +12,13 @@ import dev.kiln.Nic;
 import dev.kiln.Text;
 import dev.kiln.agent.QgaGuest;
 import dev.kiln.image.DefaultImage;
+import dev.kiln.Event;
 import dev.kiln.ExitStatus;
 import dev.kiln.os.Fd;
 import dev.kiln.os.Posix;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.Executables;
+import dev.kiln.support.HostCommand;
 import dev.kiln.support.VmmProcess;
 import dev.kiln.vmm.spi.Launch;
 import dev.kiln.vmm.spi.VmmDriver;
@@ -118,7 +121,7 @@ final class QemuDriver implements VmmDriver {
         userNetworking = new UserNetworking(id, this::qmp);
         Path workDir = launch.workDir();
         Path sockDir = options.sockDir != null ? options.sockDir : workDir;
-        arguments = new QemuArguments(spec, options, launch.image(), launch.drives(), accel.accelerator());
+        arguments = new QemuArguments(spec, options, launch.image(), launch.drives(), accel.accelerator(), launch.restoreState() != null);
         Path qmpPath = null, consolePath = null, fdMonitor = null;
         if (options.qmp) {
             SocketAddress a = options.monitorTcp != null ? options.monitorTcp
@@ -185,6 +188,11 @@ final class QemuDriver implements VmmDriver {
             channels.put(options.channels.get(i), accept(channelListeners.get(i), exit, deadline, "channel " + options.channels.get(i)));
         }
         closeListeners();
+        if (launch.restoreState() != null) {
+            migrate("migrate-incoming", "exec:cat " + shellQuote(launch.restoreState()), deadline.remaining());
+            // Saved paused, the guest comes back paused: it runs on unless the machine is to start paused.
+            if (!options.paused) qmp.execute("cont");
+        }
         if (spec.userNetwork().isPresent() && qmp != null) userNetworking.readForwards();
         if (agentPath != null) {
             QgaGuest g = new QgaGuest(this::connectAgent, () -> launch.console().tail(2000), launch.vmmState(), id);
@@ -314,6 +322,70 @@ final class QemuDriver implements VmmDriver {
             if (process.isAlive() && q.state() == Qmp.State.RUNNING) throw e;
         }
         return "quit";
+    }
+
+    @Override
+    public boolean snapshots() {
+        return true;
+    }
+
+    @Override
+    public Map<String, String> stateInfo() {
+        return Map.of("vmm.version", QEMU_VERSIONS.computeIfAbsent(options.binary, QemuDriver::version),
+                "vmm.machine", options.machineType != null ? options.machineType : "kiln-default",
+                "vmm.accel", accel.accelerator().qemuName());
+    }
+
+    /** The paused guest's memory and devices into {@code file}, through QEMU's migration to a command's stdin. */
+    @Override
+    public void saveState(Path file, Duration timeout) {
+        migrate("migrate", "exec:cat > " + shellQuote(file), timeout);
+    }
+
+    /**
+     * Runs an outgoing ({@code migrate}) or incoming ({@code migrate-incoming}) migration and waits for it to complete,
+     * failing with QEMU's own reason. Without a bandwidth limit: QEMU's default of 128 MiB/s would make a save slow.
+     */
+    private void migrate(String command, String uri, Duration timeout) {
+        Qmp q = qmp();
+        ObjectNode events = JsonNodeFactory.instance.objectNode();
+        events.putArray("capabilities").addObject().put("capability", "events").put("state", true);
+        q.execute("migrate-set-capabilities", events);
+        if (command.equals("migrate")) q.execute("migrate-set-parameters", QmpArgs.of("max-bandwidth", Long.MAX_VALUE / 2));
+        q.execute(command, QmpArgs.of("uri", uri));
+        Event end;
+        try {
+            end = q.awaitAnyEvent(List.of(migrationStatus("completed"), migrationStatus("failed")), timeout);
+        } catch (RuntimeException e) {
+            throw new KilnException(command + " did not complete: " + e.getMessage(), e);
+        }
+        if (!"completed".equals(end.text("status"))) {
+            String why;
+            try {
+                why = q.execute("query-migrate").path("error-desc").asText("QEMU gives no reason");
+            } catch (RuntimeException e) {
+                why = "QEMU gave up and exited (its output says why)"; // an incoming migration that fails ends QEMU
+            }
+            throw new KilnException(command + " failed: " + why);
+        }
+    }
+
+    private static Qmp.EventFilter migrationStatus(String status) {
+        ObjectNode match = JsonNodeFactory.instance.objectNode();
+        match.putObject("data").put("status", status);
+        return new Qmp.EventFilter("MIGRATION", match);
+    }
+
+    private static String shellQuote(Path p) {
+        return "'" + p.toString().replace("'", "'\\''") + "'";
+    }
+
+    private static final Map<String, String> QEMU_VERSIONS = new ConcurrentHashMap<>();
+
+    private static String version(String binary) {
+        HostCommand.Result r = HostCommand.run(List.of(binary, "--version"), null, Duration.ofSeconds(30), binary + " --version");
+        if (!r.ok()) throw new KilnException(binary + " --version failed: " + r.complaint());
+        return r.stdout().lines().findFirst().orElse("?").strip();
     }
 
     @Override

@@ -33,9 +33,10 @@ import java.util.function.Supplier;
  * @param vmmOutput the write end of the socket the core reads the VMM's own output from: the VMM's stderr (and
  *                  its stdout unless that is the console)
  * @param vmmState  what became of the VMM and the guest kernel, for error messages; null while all is well
+ * @param restoreState the saved state to go on from instead of booting ({@link VmmDriver#saveState}), or null
  */
 public record Launch(String id, MachineSpec spec, GuestImage image, Path workDir, List<AttachedDrive> drives,
-                     Console console, Fd vmmOutput, Supplier<String> vmmState) {
+                     Console console, Fd vmmOutput, Supplier<String> vmmState, Path restoreState) {
 
     /**
      * Spawns {@code command} under the lifeline: stdout to {@code stdout} (null: the VMM output socket), stderr to

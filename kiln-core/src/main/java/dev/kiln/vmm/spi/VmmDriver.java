@@ -8,8 +8,10 @@ import dev.kiln.support.VmmProcess;
 
 import java.io.IOException;
 import java.net.InetSocketAddress;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.OptionalInt;
 import java.util.regex.MatchResult;
 import java.util.regex.Pattern;
@@ -55,6 +57,27 @@ public interface VmmDriver {
     String requestStop(Duration timeout);
 
     void pause();
+
+    /** Whether this driver saves and restores machines ({@link #saveState}, {@link Launch#restoreState()}). */
+    default boolean snapshots() {
+        return false;
+    }
+
+    /**
+     * Saves the paused machine's state (memory and devices) into {@code file}, within {@code timeout}; the VMM may then
+     * need {@link #resume()} to run on. A restore hands the file back through {@link Launch#restoreState()}.
+     */
+    default void saveState(Path file, Duration timeout) {
+        throw new UnsupportedOperationException("saveState");
+    }
+
+    /**
+     * What a saved state depends on besides the spec (the VMM's version, machine type, accelerator), as
+     * {@code vmm.*} entries; a restore refuses a VMM whose entries differ. Called after {@link #preflight}.
+     */
+    default Map<String, String> stateInfo() {
+        return Map.of();
+    }
 
     void resume();
 

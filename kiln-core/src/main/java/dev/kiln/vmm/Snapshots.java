@@ -1,0 +1,157 @@
+package dev.kiln.vmm;
+
+import dev.kiln.Drive;
+import dev.kiln.GuestImage;
+import dev.kiln.KilnException;
+import dev.kiln.MachineSpec;
+import dev.kiln.Nic;
+import dev.kiln.Snapshot;
+import dev.kiln.disk.PreparedDrives;
+import dev.kiln.vmm.spi.AttachedDrive;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.stream.Collectors;
+
+/**
+ * What a snapshot records of its machine, and the checks and drives of a restore. A snapshot's description lists what
+ * the VMM's saved state depends on — size, devices, image, the VMM itself — and, per drive, either the copy in the
+ * snapshot (a drive the machine wrote) or the file used in place with its size and modification time, so that a file
+ * changed since is found before anything starts.
+ */
+final class Snapshots {
+    static final String FORMAT = "1";
+    /** The entries a restore's own description must match. */
+    private static final List<String> MATCHED = List.of("backend", "cpus", "memoryMib", "kernelArgs", "nics", "vsock",
+            "image.kernel", "image.initrd", "image.cmdline", "drives");
+
+    private Snapshots() {}
+
+    /** The entries a spec, an image and a VMM give, without the drives' files. */
+    static Map<String, String> describe(MachineSpec spec, GuestImage image, List<Drive> drives, Map<String, String> vmm) {
+        Map<String, String> info = new TreeMap<>();
+        info.put("format", FORMAT);
+        info.put("backend", spec.backend().name());
+        info.put("cpus", Integer.toString(spec.cpus()));
+        info.put("memoryMib", Integer.toString(spec.memoryMib()));
+        info.put("kernelArgs", spec.kernelArgs());
+        info.put("nics", spec.nics().stream().map(Snapshots::nicKind).collect(Collectors.joining(",")));
+        info.put("vsock", spec.vsockCid().map(String::valueOf).orElse("none"));
+        info.put("image.kernel", image.kernel().toString());
+        info.put("image.initrd", image.initrd() == null ? "none" : image.initrd().toString());
+        info.put("image.cmdline", image.cmdline());
+        info.put("drives", drives.stream().map(d -> d.id().orElseThrow()).collect(Collectors.joining(",")));
+        info.putAll(vmm);
+        return info;
+    }
+
+    private static String nicKind(Nic n) {
+        return n.getClass().getSimpleName().toLowerCase(java.util.Locale.ROOT);
+    }
+
+    /**
+     * The full description of a snapshot being taken into {@code dir}: every drive the machine writes is copied there
+     * (the VMM is paused and has written its state, so the files are at rest); the rest are stamped where they are.
+     */
+    static Map<String, String> takeDrives(Path dir, Map<String, String> described, List<Drive> drives, List<AttachedDrive> attached) {
+        Map<String, String> info = new TreeMap<>(described);
+        info.put("created", Instant.now().toString());
+        for (int i = 0; i < attached.size(); i++) {
+            AttachedDrive a = attached.get(i);
+            Drive d = drives.get(i);
+            String key = "drive." + a.id() + ".";
+            if (a.readOnly()) {
+                info.put(key + "file", a.file().toString());
+                info.put(key + "stamp", stamp(a.file()));
+            } else {
+                String copy = "drive-" + a.id() + "." + a.format().qemuName();
+                PreparedDrives.copySparse(a.file(), dir.resolve(copy));
+                info.put(key + "copy", copy);
+            }
+            if (d.kind() == Drive.Kind.OVERLAY) { // the copy of an overlay needs its base as it was
+                info.put(key + "base", d.file().toString());
+                info.put(key + "baseStamp", stamp(d.file()));
+            }
+        }
+        return info;
+    }
+
+    /** Fails, naming each difference, unless the snapshot was taken of a machine like this one, with files unchanged. */
+    static void check(Snapshot snapshot, Map<String, String> now) {
+        Map<String, String> was = snapshot.info();
+        String where = "cannot restore the snapshot in " + snapshot.dir() + ": ";
+        if (!FORMAT.equals(was.get("format"))) {
+            throw new KilnException(where + "it is of format " + was.get("format") + ", and this Kiln reads format " + FORMAT);
+        }
+        List<String> differences = new ArrayList<>();
+        List<String> keys = new ArrayList<>(MATCHED);
+        now.keySet().stream().filter(k -> k.startsWith("vmm.")).forEach(keys::add);
+        was.keySet().stream().filter(k -> k.startsWith("vmm.") && !keys.contains(k)).forEach(keys::add);
+        for (String k : keys) {
+            String a = was.getOrDefault(k, "(none)"), b = now.getOrDefault(k, "(none)");
+            if (!a.equals(b)) differences.add(k + " was " + a + ", and is now " + b);
+        }
+        if (!differences.isEmpty()) {
+            throw new KilnException(where + "it was taken of another machine or VMM (" + String.join("; ", differences)
+                    + "); restore it with the spec and the VMM it was taken with");
+        }
+        Path state = snapshot.dir().resolve(Snapshot.STATE);
+        if (!Files.isRegularFile(state)) throw new KilnException(where + "its saved state " + state + " is missing");
+        for (String id : was.getOrDefault("drives", "").split(",")) {
+            if (id.isEmpty()) continue;
+            String key = "drive." + id + ".";
+            String copy = was.get(key + "copy");
+            if (copy != null && !Files.isRegularFile(snapshot.dir().resolve(copy))) {
+                throw new KilnException(where + "drive " + id + ": its copy " + snapshot.dir().resolve(copy) + " is missing");
+            }
+            checkStamp(where + "drive " + id + ": ", was.get(key + "file"), was.get(key + "stamp"));
+            checkStamp(where + "drive " + id + ": the base of its overlay, ", was.get(key + "base"), was.get(key + "baseStamp"));
+        }
+    }
+
+    private static void checkStamp(String where, String file, String stamp) {
+        if (file == null) return;
+        Path p = Path.of(file);
+        if (!Files.isRegularFile(p)) throw new KilnException(where + file + " is gone");
+        String now = stamp(p);
+        if (!now.equals(stamp)) {
+            throw new KilnException(where + file + " has changed since the snapshot was taken (size and time " + stamp
+                    + ", now " + now + "): the saved guest would see a disk it does not know");
+        }
+    }
+
+    /** The drives of a restore: overlays over the snapshot's copies where the machine wrote, the rest as they were. */
+    static List<Drive> drivesFrom(Snapshot snapshot, List<Drive> drives) {
+        List<Drive> out = new ArrayList<>();
+        for (Drive d : drives) {
+            String copy = snapshot.info().get("drive." + d.id().orElseThrow() + ".copy");
+            out.add(copy == null ? d : Drive.overlay(snapshot.dir().resolve(copy)).id(d.id().orElseThrow()));
+        }
+        return out;
+    }
+
+    /** Size and modification time, as a file's identity for a snapshot. */
+    private static String stamp(Path file) {
+        try {
+            return Files.size(file) + "@" + Files.getLastModifiedTime(file).toMillis();
+        } catch (IOException e) {
+            throw new KilnException("cannot read " + file + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Removes what a failed snapshot left in {@code dir}. */
+    static void removePartial(Path dir, boolean made) {
+        try (var files = Files.list(dir)) {
+            for (Path f : files.toList()) Files.deleteIfExists(f);
+            if (made) Files.deleteIfExists(dir);
+        } catch (IOException ignored) {
+            // best effort: the caller reports the snapshot's own failure
+        }
+    }
+}
