@@ -103,6 +103,16 @@ final class FirecrackerProcess implements AutoCloseable {
 
     boolean isAlive() { return process.isAlive(); }
 
+    /** Whether Firecracker has exited or does within {@code timeout} (its socket may close just before its exit is seen). */
+    boolean exitsWithin(Duration timeout) {
+        try {
+            return process.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return !process.isAlive();
+        }
+    }
+
     /** What Firecracker wrote to stdout and stderr so far, for failure messages. */
     String output() {
         try {
