@@ -69,6 +69,9 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--quiet-timings", description = "do not print the timing breakdown")
     boolean noTimings;
 
+    @Option(names = "--cold", description = "boot the guest even when a saved one is cached (and save it anew)")
+    boolean cold;
+
     @Parameters(arity = "1..*", paramLabel = "CMD", description = "the command and its arguments (after --)")
     List<String> command = new ArrayList<>();
 
@@ -100,12 +103,21 @@ final class RunCommand implements Callable<Integer> {
         MachineSpec spec = MachineSpec.builder().backend(chosen).image(image).memoryMib(memoryMib).cpus(cpus)
                 .kernelArgs(append != null ? append : "").launchTimeout(timeout).readyTimeout(timeout).build();
         if (accelerator != null) spec = QemuMachine.builder().from(spec).accelerator(accelerator).spec();
-        Machine vm = Kiln.create(spec);
+        // QEMU guests are saved once booted and restored by later runs; Firecracker's cannot be saved by Kiln yet.
+        BootSnapshots saved = chosen == Backend.QEMU && image.agent()
+                ? new BootSnapshots(spec, accelerator != null ? accelerator.name() : String.valueOf(System.getenv("KILN_ACCEL")), err) : null;
+        long tStart = System.nanoTime();
+        Machine restored = saved != null && !cold ? saved.restore(spec) : null;
+        Machine vm = restored != null ? restored : Kiln.create(spec);
         int exitCode;
         try (vm) {
-            long tStart = System.nanoTime();
-            vm.start();
+            if (restored == null) vm.start();
             long tReady = System.nanoTime();
+            long tSaved = tReady; // no save phase unless this run saves the guest
+            if (restored == null && saved != null) {
+                saved.save(vm);
+                tSaved = System.nanoTime();
+            }
             ExecResult r = vm.guest().exec(ExecRequest.of(command).timeout(timeout).build());
             long tExec = System.nanoTime();
             System.out.write(r.stdout(), 0, r.stdout().length);
@@ -116,8 +128,10 @@ final class RunCommand implements Callable<Integer> {
             vm.shutdown(Duration.ofSeconds(10));
             long tDown = System.nanoTime();
             if (!noTimings) {
-                err.printf("kiln: %s on %s, %d MiB, %d vCPU%n", describeVmm(vm), image.description(), memoryMib, cpus);
-                err.println("kiln: " + breakdown(mainAt, t0, tStart, vm.startTimings(), tReady, tExec, tDown));
+                err.printf("kiln: %s on %s, %d MiB, %d vCPU; %s%n", describeVmm(vm), image.description(), memoryMib, cpus,
+                        restored != null ? "restored from the saved guest " + saved.dir() + " (--cold boots)"
+                                : saved != null ? "booted, and saved for later runs in " + saved.dir() : "booted");
+                err.println("kiln: " + breakdown(mainAt, t0, tStart, vm.startTimings(), tReady, tSaved, tExec, tDown));
             }
         }
         return exitCode;
@@ -130,9 +144,9 @@ final class RunCommand implements Callable<Integer> {
     /**
      * The phases from the launcher's start to the end, each the difference of two consecutive instants, so that they
      * add up to the total: setup (the launcher's build or AOT preparation, when it had any), JVM start, image, spawn,
-     * VMM up, guest ready, exec, shutdown.
+     * VMM up (for a restore: the saved state loaded), guest ready, save (the first run of a machine), exec, shutdown.
      */
-    static String breakdown(Instant mainAt, long t0, long tStart, StartTimings start, long tReady, long tExec, long tDown) {
+    static String breakdown(Instant mainAt, long t0, long tStart, StartTimings start, long tReady, long tSaved, long tExec, long tDown) {
         Map<String, Long> phases = new LinkedHashMap<>();
         Long launch = Long.getLong(LAUNCH_PROPERTY), exec = Long.getLong(EXEC_PROPERTY);
         long mainEpoch = mainAt.getEpochSecond() * 1_000_000_000L + mainAt.getNano();
@@ -150,7 +164,8 @@ final class RunCommand implements Callable<Integer> {
         phases.put("spawn", spawned - tStart);
         phases.put("VMM up", up - spawned);
         phases.put("guest ready", tReady - up);
-        phases.put("exec", tExec - tReady);
+        if (tSaved != tReady) phases.put("save", tSaved - tReady);
+        phases.put("exec", tExec - tSaved);
         phases.put("shutdown", tDown - tExec);
         long total = phases.values().stream().mapToLong(Long::longValue).sum();
         StringBuilder b = new StringBuilder();

@@ -56,13 +56,39 @@ class KilnCommandTest {
             assertThat(m.matches()).as(phase).isTrue();
             phases.put(m.group(1), Double.parseDouble(m.group(2)));
         }
-        assertThat(phases).containsOnlyKeys("JVM start", "image", "spawn", "VMM up", "guest ready", "exec", "shutdown");
+        java.util.List<String> always = java.util.List.of("JVM start", "image", "spawn", "VMM up", "guest ready", "exec", "shutdown");
+        assertThat(phases).containsKeys(always.toArray(String[]::new)); // and "save" when the guest was booted and saved
+        assertThat(phases.keySet()).isSubsetOf(java.util.stream.Stream.concat(always.stream(), java.util.stream.Stream.of("save")).toList());
         double sum = phases.values().stream().mapToDouble(Double::doubleValue).sum();
         assertThat(sum).as("the phases %s against the total", phases).isCloseTo(Double.parseDouble(line.group(2)),
                 org.assertj.core.data.Offset.offset(0.1 * phases.size())); // each is rounded to 0.1 ms
         assertThat(phases.get("guest ready")).isPositive();
         // In process there is no launcher: the total is the run's own time, which the test measured around it.
         assertThat(Double.parseDouble(line.group(2))).as("total against the wall time around the call").isBetween(wallMs - 1000, wallMs);
+    }
+
+    @Test
+    void aSecondRunRestoresTheGuestTheFirstSavedAndOneThatNoLongerFitsIsBootedAgain() throws java.io.IOException {
+        requireQemu();
+        // Where KASLR put the kernel: random at each boot, the same in every restore of one boot.
+        String[] kernelBase = {"grep", "-m1", " _text$", "/proc/kallsyms"};
+        Outcome first = kiln(java.util.stream.Stream.concat(java.util.stream.Stream.of("run", "--cold", "--"), java.util.Arrays.stream(kernelBase)).toArray(String[]::new));
+        assertThat(first.code()).as(first.err()).isZero();
+        assertThat(first.err()).contains("booted, and saved for later runs in ").contains("| save ");
+        assertThat(first.out()).as("the kernel's address, visible to root").matches("[0-9a-f]{16} T _text\\n").doesNotStartWith("0000");
+        Outcome second = kiln(java.util.stream.Stream.concat(java.util.stream.Stream.of("run", "--"), java.util.Arrays.stream(kernelBase)).toArray(String[]::new));
+        assertThat(second.code()).as(second.err()).isZero();
+        assertThat(second.err()).contains("restored from the saved guest").doesNotContain("| save ");
+        assertThat(second.out()).as("the same boot, gone on from where it was saved").isEqualTo(first.out());
+
+        var saved = java.util.regex.Pattern.compile("saved for later runs in (\\S+)").matcher(first.err());
+        assertThat(saved.find()).isTrue();
+        java.nio.file.Path info = java.nio.file.Path.of(saved.group(1)).resolve(dev.kiln.Snapshot.INFO);
+        java.nio.file.Files.writeString(info, java.nio.file.Files.readString(info).replaceFirst("vmm.version=[^\\n]*", "vmm.version=QEMU 1.0"));
+        Outcome third = kiln("run", "--", "true");
+        assertThat(third.code()).as(third.err()).isZero();
+        assertThat(third.err()).contains("cannot be used (").contains("vmm.version was QEMU 1.0").contains("booting instead")
+                .contains("booted, and saved for later runs in ");
     }
 
     @Test
