@@ -41,8 +41,9 @@ public interface Machine extends AutoCloseable {
     /**
      * {@link #start()}, but the machine goes on from {@code snapshot} instead of booting: the same spec (size, devices,
      * image) as the machine it was taken from, checked first; its disks are overlays over the snapshot's copies. Ready
-     * once the spec's readiness probes pass, or, without any, once the guest agent answers; the guest's clock is then
-     * set to the host's. See {@link Snapshot#restore(MachineSpec)}.
+     * once the spec's readiness probes pass ({@link Probe#imageReady()} meaning the agent, since the marker was printed
+     * before the snapshot; console and VMM-log probes see only what comes after the restore), or, without any, once the
+     * guest agent answers; the guest's clock is then set to the host's. See {@link Snapshot#restore(MachineSpec)}.
      */
     Machine startFrom(Snapshot snapshot);
 

@@ -1,6 +1,5 @@
 package dev.kiln.cli;
 
-import dev.kiln.KilnException;
 import dev.kiln.Machine;
 import dev.kiln.MachineSpec;
 import dev.kiln.Snapshot;
@@ -36,16 +35,18 @@ final class BootSnapshots {
         if (!Files.isRegularFile(dir.resolve(Snapshot.INFO))) return null;
         try {
             return Snapshot.open(dir).restore(spec);
-        } catch (KilnException e) {
+        } catch (RuntimeException e) {
             err.println("kiln: the saved guest in " + dir + " cannot be used (" + firstLine(e.getMessage()) + "); booting instead");
-            WorkDir.delete(dir);
+            // Dropped when it no longer fits or cannot be read or loaded; a wait that timed out may pass next time.
+            if (!String.valueOf(e.getMessage()).contains("timed out")) WorkDir.delete(dir);
             return null;
         }
     }
 
     /**
-     * Saves the freshly booted {@code vm} for later runs, in its place only once complete (another run may be saving
-     * the same machine: the first to finish wins). A failure costs only the saving: it is reported and the run goes on.
+     * Saves the freshly booted {@code vm} for later runs, moved into place only once complete (runs saving the same
+     * machine at once: the last to finish replaces the others'). A failure costs only the saving: it is reported and
+     * the run goes on.
      */
     void save(Machine vm) {
         Path parent = dir.getParent();
@@ -57,8 +58,9 @@ final class BootSnapshots {
             WorkDir.delete(dir); // a snapshot that no longer fitted, or --cold
             Files.move(partial, dir, StandardCopyOption.ATOMIC_MOVE);
             partial = null;
-        } catch (IOException | KilnException e) {
-            if (!(e instanceof java.nio.file.FileAlreadyExistsException || e instanceof java.nio.file.DirectoryNotEmptyException)) {
+        } catch (IOException | RuntimeException e) {
+            // Losing a race to another run's save (its directory is there again) is no failure.
+            if (!Files.isRegularFile(dir.resolve(Snapshot.INFO))) {
                 err.println("kiln: could not save the booted guest for later runs (" + firstLine(e.getMessage()) + ")");
             }
         } finally {

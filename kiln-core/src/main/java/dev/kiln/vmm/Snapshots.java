@@ -14,8 +14,11 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.stream.Collectors;
 
@@ -47,12 +50,17 @@ final class Snapshots {
         info.put("image.initrd", image.initrd() == null ? "none" : image.initrd().toString());
         info.put("image.cmdline", image.cmdline());
         info.put("drives", drives.stream().map(d -> d.id().orElseThrow()).collect(Collectors.joining(",")));
+        for (Drive d : drives) {
+            String key = "drive." + d.id().orElseThrow() + ".";
+            info.put(key + "kind", d.kind().name().toLowerCase(Locale.ROOT) + (d.isReadOnly() ? ", read-only" : ""));
+            if (d.kind() != Drive.Kind.SCRATCH) info.put(key + "source", d.file().toString());
+        }
         info.putAll(vmm);
         return info;
     }
 
     private static String nicKind(Nic n) {
-        return n.getClass().getSimpleName().toLowerCase(java.util.Locale.ROOT);
+        return n.getClass().getSimpleName().toLowerCase(Locale.ROOT);
     }
 
     /**
@@ -67,12 +75,17 @@ final class Snapshots {
             Drive d = drives.get(i);
             String key = "drive." + a.id() + ".";
             if (a.readOnly()) {
-                info.put(key + "file", a.file().toString());
-                info.put(key + "stamp", stamp(a.file()));
+                // A read-only overlay lives in the machine's work dir and holds nothing of its own: its base is what counts.
+                if (d.kind() == Drive.Kind.FILE) {
+                    info.put(key + "file", a.file().toString());
+                    info.put(key + "stamp", stamp(a.file()));
+                }
             } else {
                 String copy = "drive-" + a.id() + "." + a.format().qemuName();
                 PreparedDrives.copySparse(a.file(), dir.resolve(copy));
                 info.put(key + "copy", copy);
+                // Recorded, never guessed on restore: a guest can write any header into a raw disk.
+                info.put(key + "copyFormat", a.format().name());
             }
             if (d.kind() == Drive.Kind.OVERLAY) { // the copy of an overlay needs its base as it was
                 info.put(key + "base", d.file().toString());
@@ -89,10 +102,13 @@ final class Snapshots {
         if (!FORMAT.equals(was.get("format"))) {
             throw new KilnException(where + "it is of format " + was.get("format") + ", and this Kiln reads format " + FORMAT);
         }
+        // The listed entries, and every vmm.* entry and drive's kind and source on either side.
+        Set<String> keys = new LinkedHashSet<>(MATCHED);
+        for (Map<String, String> side : List.of(now, was)) {
+            side.keySet().stream().filter(k -> k.startsWith("vmm.") || k.startsWith("drive.") && (k.endsWith(".kind")
+                    || k.endsWith(".source"))).sorted().forEach(keys::add);
+        }
         List<String> differences = new ArrayList<>();
-        List<String> keys = new ArrayList<>(MATCHED);
-        now.keySet().stream().filter(k -> k.startsWith("vmm.")).forEach(keys::add);
-        was.keySet().stream().filter(k -> k.startsWith("vmm.") && !keys.contains(k)).forEach(keys::add);
         for (String k : keys) {
             String a = was.getOrDefault(k, "(none)"), b = now.getOrDefault(k, "(none)");
             if (!a.equals(b)) differences.add(k + " was " + a + ", and is now " + b);
@@ -130,8 +146,14 @@ final class Snapshots {
     static List<Drive> drivesFrom(Snapshot snapshot, List<Drive> drives) {
         List<Drive> out = new ArrayList<>();
         for (Drive d : drives) {
-            String copy = snapshot.info().get("drive." + d.id().orElseThrow() + ".copy");
-            out.add(copy == null ? d : Drive.overlay(snapshot.dir().resolve(copy)).id(d.id().orElseThrow()));
+            String key = "drive." + d.id().orElseThrow() + ".";
+            String copy = snapshot.info().get(key + "copy");
+            if (copy == null) {
+                out.add(d);
+                continue;
+            }
+            Drive.Format format = Drive.Format.valueOf(snapshot.info().getOrDefault(key + "copyFormat", "QCOW2"));
+            out.add(Drive.overlay(snapshot.dir().resolve(copy)).format(format).id(d.id().orElseThrow()));
         }
         return out;
     }

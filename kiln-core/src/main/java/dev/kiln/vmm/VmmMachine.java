@@ -102,6 +102,7 @@ public abstract class VmmMachine implements Machine {
 
     private volatile Path workDir;
     private volatile PreparedDrives drives;
+    private volatile List<Drive> requestedDrives = List.of();           // the spec's drives and the image's root overlay
     private volatile List<Drive> driveSpecs = List.of();                // what each attached drive was made from
     private volatile Snapshot restoring;                                 // startFrom(): the snapshot to go on from
     private volatile VmmProcess process;
@@ -197,6 +198,7 @@ public abstract class VmmMachine implements Machine {
                 wanted = Snapshots.drivesFrom(from, wanted);
             }
             workDir = WorkDir.create(spec.workDirBase(), "kiln-" + id + "-");
+            requestedDrives = drivesOf(image);
             driveSpecs = List.copyOf(wanted);
             drives = PreparedDrives.prepare(wanted, workDir, driver.rawDrivesOnly());
             Launch.SocketPair output = Launch.socketPair(workDir, "vmm-output");
@@ -257,7 +259,7 @@ public abstract class VmmMachine implements Machine {
     /** A restored guest's clock stood still while it was saved: set it to the host's (whole seconds; logged if it cannot). */
     private void setGuestClock() {
         Guest g = driver.guest();
-        if (g == null) return;
+        if (g == null || !image.agent()) return;
         Instant now = Instant.now();
         long seconds = now.getEpochSecond() + (now.getNano() >= 500_000_000 ? 1 : 0);
         try {
@@ -284,7 +286,7 @@ public abstract class VmmMachine implements Machine {
         boolean wasRunning = state() == MachineState.RUNNING;
         if (wasRunning) pause();
         try {
-            Map<String, String> described = Snapshots.describe(spec, image, driveSpecs, driver.stateInfo());
+            Map<String, String> described = Snapshots.describe(spec, image, requestedDrives, driver.stateInfo());
             call(() -> {
                 driver.saveState(dir.resolve(Snapshot.STATE), SNAPSHOT_LIMIT);
                 return null;
@@ -322,8 +324,12 @@ public abstract class VmmMachine implements Machine {
     private void awaitReadiness() {
         if (!spec.bootsGuest()) return;
         // A restored guest is past its ready marker: without probes of the spec's own, its agent is what to await.
+        // The image's marker was printed before the snapshot: for a restore, imageReady() means the agent.
         List<Probe> restored = image.agent() ? List.of(Probe.agent()) : List.of();
         List<Probe> probes = spec.readiness().orElse(restoring != null ? restored : List.of(Probe.imageReady()));
+        if (restoring != null) {
+            probes = probes.stream().flatMap(p -> p == Probe.imageReady() ? restored.stream() : java.util.stream.Stream.of(p)).toList();
+        }
         Deadline deadline = Deadline.after(spec.readyTimeout());
         for (Probe p : probes) {
             call(() -> {

@@ -189,7 +189,7 @@ final class QemuDriver implements VmmDriver {
         }
         closeListeners();
         if (launch.restoreState() != null) {
-            migrate("migrate-incoming", "exec:cat " + shellQuote(launch.restoreState()), deadline.remaining());
+            migrate("migrate-incoming", "exec:cat " + shellQuote(launch.restoreState()), RESTORE_LIMIT); // a large guest takes long
             // Saved paused, the guest comes back paused: it runs on unless the machine is to start paused.
             if (!options.paused) qmp.execute("cont");
         }
@@ -357,6 +357,7 @@ final class QemuDriver implements VmmDriver {
         try {
             end = q.awaitAnyEvent(List.of(migrationStatus("completed"), migrationStatus("failed")), timeout);
         } catch (RuntimeException e) {
+            if (command.equals("migrate")) cancelMigration(q);
             throw new KilnException(command + " did not complete: " + e.getMessage(), e);
         }
         if (!"completed".equals(end.text("status"))) {
@@ -367,6 +368,20 @@ final class QemuDriver implements VmmDriver {
                 why = "QEMU gave up and exited (its output says why)"; // an incoming migration that fails ends QEMU
             }
             throw new KilnException(command + " failed: " + why);
+        }
+    }
+
+    /**
+     * Calls off an outgoing migration that overran, and waits (briefly) for its end, so that it neither stops the
+     * guest later nor leaves its end to be taken for the next one's.
+     */
+    private static void cancelMigration(Qmp q) {
+        try {
+            q.execute("migrate_cancel");
+            q.awaitAnyEvent(List.of(migrationStatus("cancelled"), migrationStatus("completed"), migrationStatus("failed")),
+                    Duration.ofSeconds(10));
+        } catch (RuntimeException e) {
+            LOG.warn("could not call off the migration: {}", e.getMessage());
         }
     }
 
@@ -381,6 +396,8 @@ final class QemuDriver implements VmmDriver {
     }
 
     private static final Map<String, String> QEMU_VERSIONS = new ConcurrentHashMap<>();
+    /** Loading a saved guest is bounded by the disk, like saving it: minutes for many GiB. */
+    private static final Duration RESTORE_LIMIT = Duration.ofMinutes(10);
 
     private static String version(String binary) {
         HostCommand.Result r = HostCommand.run(List.of(binary, "--version"), null, Duration.ofSeconds(30), binary + " --version");

@@ -91,7 +91,7 @@ class SnapshotTest {
     }
 
     @Test
-    void aRestoreIsRefusedBeforeQemuStartsWhenTheMachineDiffers() {
+    void aRestoreIsRefusedBeforeQemuStartsWhenTheMachineDiffers() throws IOException {
         MachineSpec bigger = spec.toBuilder().memoryMib(spec.memoryMib() * 2).build();
         assertThatThrownBy(() -> snapshot.restore(bigger)).isInstanceOf(LaunchException.class)
                 .hasMessageContaining("cannot restore the snapshot in " + snapshot.dir())
@@ -99,6 +99,12 @@ class SnapshotTest {
                 .satisfies(e -> assertThat(((LaunchException) e).commandLine()).isEmpty());
         MachineSpec otherDisks = spec.toBuilder().noDrives().drive(Drive.scratch(8 << 20).id("data")).build();
         assertThatThrownBy(() -> snapshot.restore(otherDisks)).hasMessageContaining("drives was data,ref, and is now data");
+        Path elsewhere = dir.resolve("another-reference.raw");
+        Files.copy(readOnlyDisk, elsewhere, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        MachineSpec otherFile = spec.toBuilder().noDrives().drive(Drive.scratch(8 << 20).id("data"))
+                .drive(Drive.file(elsewhere).readOnly().id("ref")).build();
+        assertThatThrownBy(() -> snapshot.restore(otherFile))
+                .hasMessageContaining("drive.ref.source was " + readOnlyDisk + ", and is now " + elsewhere);
     }
 
     @Test
