@@ -31,10 +31,12 @@ import java.net.InetSocketAddress;
 import java.net.SocketAddress;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
+import java.nio.channels.FileChannel;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -189,7 +191,7 @@ final class QemuDriver implements VmmDriver {
         }
         closeListeners();
         if (launch.restoreState() != null) {
-            migrate("migrate-incoming", "exec:cat " + shellQuote(launch.restoreState()), RESTORE_LIMIT); // a large guest takes long
+            loadState(launch.restoreState());
             // Saved paused, the guest comes back paused: it runs on unless the machine is to start paused.
             if (!options.paused) qmp.execute("cont");
         }
@@ -336,23 +338,80 @@ final class QemuDriver implements VmmDriver {
                 "vmm.accel", accel.accelerator().qemuName());
     }
 
-    /** The paused guest's memory and devices into {@code file}, through QEMU's migration to a command's stdin. */
+    /**
+     * The paused guest's memory and devices into {@code file}: QEMU migrates to a socket Kiln listens on, and Kiln
+     * writes what arrives. Done when QEMU says so and Kiln has the last byte on disk (fsync), not before.
+     */
     @Override
     public void saveState(Path file, Duration timeout) {
-        migrate("migrate", "exec:cat > " + shellQuote(file), timeout);
+        Deadline deadline = Deadline.after(timeout);
+        Path socket = launch.workDir().resolve("migration.sock");
+        try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
+            server.bind(UnixDomainSocketAddress.of(socket));
+            CompletableFuture<Void> written = new CompletableFuture<>();
+            Thread.ofVirtual().name("kiln-save-" + id).start(() -> {
+                try (SocketChannel in = server.accept(); FileChannel out = FileChannel.open(file, StandardOpenOption.CREATE_NEW,
+                        StandardOpenOption.WRITE)) {
+                    for (long at = 0, n; (n = out.transferFrom(in, at, 1 << 24)) > 0; ) at += n;
+                    out.force(true);
+                    written.complete(null);
+                } catch (IOException | RuntimeException e) {
+                    written.completeExceptionally(e);
+                }
+            });
+            try {
+                migrate("migrate", "unix:" + socket, deadline.remaining(), () -> {});
+                written.get(deadline.remaining().toMillis(), TimeUnit.MILLISECONDS);
+            } catch (ExecutionException | TimeoutException e) {
+                throw new KilnException("cannot write the saved state to " + file + ": " + (e instanceof ExecutionException x ? x.getCause() : e), e);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new KilnException("interrupted while saving the state to " + file, e);
+            }
+        } catch (IOException e) {
+            throw new KilnException("cannot listen on " + socket + " for the saved state: " + e.getMessage(), e);
+        } finally {
+            deleteQuietly(socket);
+        }
+    }
+
+    /** The saved state from {@code file} into this QEMU, started with {@code -incoming defer}, through a socket QEMU listens on. */
+    private void loadState(Path file) {
+        Path socket = launch.workDir().resolve("incoming.sock");
+        try {
+            migrate("migrate-incoming", "unix:" + socket, RESTORE_LIMIT, () -> Thread.ofVirtual().name("kiln-load-" + id).start(() -> {
+                try (SocketChannel out = SocketChannel.open(UnixDomainSocketAddress.of(socket));
+                     FileChannel in = FileChannel.open(file, StandardOpenOption.READ)) {
+                    for (long at = 0, size = in.size(); at < size; ) at += in.transferTo(at, size - at, out);
+                } catch (IOException e) {
+                    LOG.debug("{}: the saved state stopped flowing into QEMU: {}", id, e.getMessage()); // QEMU says why
+                }
+            }));
+        } finally {
+            deleteQuietly(socket);
+        }
+    }
+
+    private static void deleteQuietly(Path p) {
+        try {
+            Files.deleteIfExists(p);
+        } catch (IOException ignored) {
+            // in the work dir: gone with it
+        }
     }
 
     /**
-     * Runs an outgoing ({@code migrate}) or incoming ({@code migrate-incoming}) migration and waits for it to complete,
-     * failing with QEMU's own reason. Without a bandwidth limit: QEMU's default of 128 MiB/s would make a save slow.
+     * Runs an outgoing ({@code migrate}) or incoming ({@code migrate-incoming}) migration, then {@code started}, and waits
+     * for it to complete, failing with QEMU's own reason. Without a bandwidth limit: QEMU's default of 128 MiB/s would make a save slow.
      */
-    private void migrate(String command, String uri, Duration timeout) {
+    private void migrate(String command, String uri, Duration timeout, Runnable started) {
         Qmp q = qmp();
         ObjectNode events = JsonNodeFactory.instance.objectNode();
         events.putArray("capabilities").addObject().put("capability", "events").put("state", true);
         q.execute("migrate-set-capabilities", events);
         if (command.equals("migrate")) q.execute("migrate-set-parameters", QmpArgs.of("max-bandwidth", Long.MAX_VALUE / 2));
         q.execute(command, QmpArgs.of("uri", uri));
+        started.run();
         Event end;
         try {
             end = q.awaitAnyEvent(List.of(migrationStatus("completed"), migrationStatus("failed")), timeout);
@@ -389,10 +448,6 @@ final class QemuDriver implements VmmDriver {
         ObjectNode match = JsonNodeFactory.instance.objectNode();
         match.putObject("data").put("status", status);
         return new Qmp.EventFilter("MIGRATION", match);
-    }
-
-    private static String shellQuote(Path p) {
-        return "'" + p.toString().replace("'", "'\\''") + "'";
     }
 
     private static final Map<String, String> QEMU_VERSIONS = new ConcurrentHashMap<>();
