@@ -686,7 +686,7 @@ public final class PeerBenchmark {
                 + (Files.exists(opt.out.resolve("boot-timeline.png")) ? ", boot-timeline.png" : ""));
     }
 
-    /** The targets, each said to hold or not with the figures. */
+    /** The targets, each said to hold or not with the figures. */
     private List<String> targets() {
         List<String> out = new ArrayList<>();
         target(out, "QMP round trip ≤ 0.5× qemu.qmp's", "qmp.kiln", "qmp.qemu.qmp", 0.5);

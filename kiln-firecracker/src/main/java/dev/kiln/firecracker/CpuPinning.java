@@ -12,9 +12,8 @@ import java.util.Set;
 import java.util.stream.Stream;
 
 /**
- * Pins Firecracker's threads to CPUs by their names, like the seed's {@code pin_vmm}/{@code pin_api}/
- * {@code pin_vcpu}: the VMM thread is the main thread, the API server is {@code fc_api}, and vCPU {@code n}
- * is {@code fc_vcpu n} (those exist once the guest was started).
+ * Pins Firecracker's threads to CPUs by their names: the VMM thread is the main thread, the API server is
+ * {@code fc_api}, and vCPU {@code n} is {@code fc_vcpu n} (those exist once the guest was started).
  */
 public final class CpuPinning {
     private final long pid;

@@ -402,7 +402,7 @@ final class FirecrackerDriver implements VmmDriver {
                 launch.vmmState(), id);
     }
 
-    /** Boots the configured guest and checks, like the seed, that the instance went from "Not started" to "Running". */
+    /** Boots the configured guest and checks that the instance went from "Not started" to "Running". */
     void instanceStart() {
         InstanceState before = api().describeInstance().state();
         if (before != InstanceState.NOT_STARTED) {

@@ -118,7 +118,7 @@ public final class FirecrackerMachine extends VmmMachine {
     }
 
     /**
-     * The seed's configuration shortcuts ({@code basic_config}, drives, interfaces, vsock, snapshot flows), with host
+     * Configuration shortcuts (machine size and boot source, drives, interfaces, vsock, snapshot flows), with host
      * files put where Firecracker can see them (into the jail when jailed).
      */
     public MicrovmSetup setup() {
@@ -164,7 +164,7 @@ public final class FirecrackerMachine extends VmmMachine {
     }
 
     /**
-     * Waits until {@code pattern} matches anywhere in the log (the whole log, like the seed's {@code check_log_message});
+     * Waits until {@code pattern} matches anywhere in the log (the whole log, not only what comes after the call);
      * fails with the log's tail on timeout or when the log ends without it.
      */
     public MatchResult awaitLogMessage(Pattern pattern, Duration timeout) {
@@ -173,7 +173,7 @@ public final class FirecrackerMachine extends VmmMachine {
     }
 
     /**
-     * Makes Firecracker write its metrics now and returns them (one JSON object), like the seed's {@code flush_metrics}.
+     * Makes Firecracker write its metrics now and returns them (one JSON object).
      * Lines Firecracker wrote earlier (it also flushes every 60 s) are dropped first.
      */
     public JsonNode flushMetrics() {
@@ -368,7 +368,7 @@ public final class FirecrackerMachine extends VmmMachine {
         /** Says a signal will end Firecracker, so its "intercepting signal" log line is no surprise. */
         public Builder expectKillBySignal(boolean on) { this.expectKillBySignal = on; return this; }
 
-        /** Makes an unexpected "intercepting signal" line fail the shutdown (the seed only logs it). */
+        /** Makes an unexpected "intercepting signal" line fail the shutdown (by default it is only logged). */
         public Builder failOnInterceptedSignal(boolean on) { this.failOnInterceptedSignal = on; return this; }
 
         /**

@@ -18,7 +18,7 @@ import java.util.List;
 import java.util.Objects;
 
 /**
- * The seed's configuration shortcuts over the typed API: {@code basic_config}, drives, network interfaces,
+ * Configuration shortcuts over the typed API: machine size and boot source, drives, network interfaces,
  * vsock, and the snapshot flows. Host files are turned into the paths Firecracker sees by a
  * {@link ResourceMapper} (identity when direct, {@link Jail#put} when jailed).
  */
@@ -46,7 +46,7 @@ public final class MicrovmSetup {
             if (memSizeMib < 1) throw new IllegalArgumentException("memory must be positive, got " + memSizeMib + " MiB");
         }
 
-        /** The seed's defaults: 2 vCPUs, 256 MiB, the kernel and its arguments, no root drive. */
+        /** Defaults: 2 vCPUs, 256 MiB, the kernel and its arguments, no root drive. */
         public static BasicConfig of(Path kernel, String bootArgs) {
             return new BasicConfig(2, 256, null, null, null, kernel, bootArgs, null, null, false, null);
         }
@@ -107,7 +107,7 @@ public final class MicrovmSetup {
         api.putGuestVsock(Vsock.of(guestCid, udsPath));
     }
 
-    /** The seed's {@code pause_to_snapshot}: pauses the VM, then writes a full or diff snapshot. */
+    /** Pauses the VM, then writes a full or diff snapshot. */
     public void pauseToSnapshot(String memFilePath, String snapshotPath, boolean diff) {
         api.patchVm(new Vm(Vm.State.Paused));
         api.createSnapshot(new SnapshotCreateParams(memFilePath, snapshotPath,
@@ -115,7 +115,7 @@ public final class MicrovmSetup {
     }
 
     /**
-     * The seed's {@code restore_from_snapshot}: puts memory, state and the disks the snapshot refers to
+     * Puts memory, state and the disks the snapshot refers to
      * where Firecracker can see them (an initrd-only guest has none), loads it and resumes the VM.
      */
     public void restoreFromSnapshot(Path mem, Path vmState, List<Path> disks, boolean trackDirtyPages) {

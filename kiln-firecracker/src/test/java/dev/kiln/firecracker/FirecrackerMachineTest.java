@@ -284,7 +284,7 @@ class FirecrackerMachineTest {
 
     @Test
     void loggerCanBeSetThroughTheApiWhenKilnDoesNotReadTheLog() throws Exception {
-        // Without --log-path, PUT /logger configures the logger (the seed's Logger resource).
+        // Without --log-path, PUT /logger configures the logger.
         try (FirecrackerMachine vm = machine().logFifo(false).logLevel(null).build().start()) {
             Path file = Files.createFile(vm.workDir().resolve("api.log")); // v1.7.0 does not create it
             vm.api().putLogger(new LoggerConfig(LoggerConfig.Level.Info, file.toString(), true, false, null));

@@ -23,7 +23,7 @@ import java.util.concurrent.TimeUnit;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-/** The host side of the seed against a real Firecracker: taps in a namespace, CPU pinning, vsock, memory monitor. */
+/** The host side against a real Firecracker: taps in a namespace, CPU pinning, vsock, memory monitor. */
 class HostSideTest {
     @AfterEach
     void nothingLeft() {

@@ -287,7 +287,7 @@ public final class QemuMachine extends VmmMachine {
         /** QMP on a TCP address Kiln listens on, instead of a unix socket. */
         public Builder monitorTcp(InetSocketAddress address) { this.monitorTcp = address; return this; }
 
-        /** Switches QMP off (the seed's {@code set_qmp_monitor(False)}); QEMU is then stopped with SIGTERM. */
+        /** Switches QMP off (no monitor socket); QEMU is then stopped with SIGTERM. */
         public Builder qmp(boolean on) { this.qmp = on; return this; }
 
         /** Adds an unused {@code -monitor null}. */

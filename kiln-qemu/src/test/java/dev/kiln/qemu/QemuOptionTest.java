@@ -29,7 +29,7 @@ class QemuOptionTest {
         assertThatThrownBy(() -> QemuOption.of("x,y")).isInstanceOf(IllegalArgumentException.class);
     }
 
-    /** The seed's encoder does not escape; QEMU itself must accept what Kiln writes. */
+    /** Commas in values are escaped; QEMU itself must accept what Kiln writes. */
     @Test
     void qemuStartsWithItsSocketsInADirectoryWhoseNameHasACommaAndASpace() throws Exception {
         QemuAvailable.require();

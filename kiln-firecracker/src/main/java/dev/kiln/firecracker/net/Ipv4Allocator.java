@@ -7,7 +7,7 @@ import java.net.InetAddress;
 import java.net.UnknownHostException;
 
 /**
- * Hands out small subnets of a private range, one per tap device, like the seed's unique IPv4 generator: each
+ * Hands out small subnets of a private range, one per tap device, never the same twice: each
  * {@link #next()} is a fresh /30 (by default) whose first usable address is the host's (the tap) and the
  * second the guest's. Thread-safe; exhausting the range is an error, never a reuse.
  */

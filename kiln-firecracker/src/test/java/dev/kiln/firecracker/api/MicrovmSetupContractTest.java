@@ -14,7 +14,7 @@ import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-/** The configuration shortcuts send requests the spec accepts, in the seed's order, with mapped paths. */
+/** The configuration shortcuts send requests the spec accepts, in the order Firecracker needs them, with mapped paths. */
 class MicrovmSetupContractTest {
     @Test
     void everyShortcutSendsValidRequests() {
