@@ -4,9 +4,9 @@ import dev.kiln.Drive;
 import dev.kiln.Guest;
 import dev.kiln.GuestImage;
 import dev.kiln.agent.QgaGuest;
+import dev.kiln.disk.QemuImg;
 import dev.kiln.image.DebianImage;
 import dev.kiln.qemu.QemuMachine;
-import dev.kiln.support.HostCommand;
 import dev.kiln.support.WorkDir;
 
 import java.io.BufferedReader;
@@ -14,7 +14,6 @@ import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.RandomAccessFile;
 import java.io.UncheckedIOException;
-import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
@@ -144,9 +143,7 @@ final class DebianBenchmark {
         Path dir = WorkDir.create(scratch, "debian-raw-");
         try {
             Path overlay = dir.resolve("root.qcow2"), data = dir.resolve("bench.raw"), qga = dir.resolve("qga.sock");
-            HostCommand.Result r = HostCommand.run(List.of("qemu-img", "create", "-q", "-f", "qcow2", "-b", debian.rootDisk().toString(),
-                    "-F", "raw", overlay.toString()), null, Duration.ofMinutes(1), "qemu-img create");
-            if (!r.ok()) throw new IllegalStateException(r.complaint());
+            QemuImg.createOverlay(overlay, debian.rootDisk(), Drive.Format.RAW); // as Kiln makes the root overlay
             try (RandomAccessFile f = new RandomAccessFile(data.toFile(), "rw")) {
                 f.setLength((long) (DD_MIB + 16) << 20);
             }
@@ -216,9 +213,7 @@ final class DebianBenchmark {
 
     private static SocketChannel connect(Path socket) {
         try {
-            SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
-            ch.connect(UnixDomainSocketAddress.of(socket));
-            return ch;
+            return SocketChannel.open(UnixDomainSocketAddress.of(socket));
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
