@@ -1,11 +1,20 @@
 package dev.kiln;
 
+import dev.kiln.vmm.VmmMachine;
+
 import java.io.IOException;
 import java.io.Reader;
 import java.io.Writer;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.function.Consumer;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Properties;
@@ -33,11 +42,35 @@ public record Snapshot(Path dir, Map<String, String> info, Optional<MachineSpec>
     public static final String STATE = "vmm-state";
     /** What the snapshot was taken from, in {@link #dir}. */
     public static final String INFO = "snapshot.properties";
+    /** A template's RAM, in {@link #dir}: every restore maps it copy-on-write. */
+    public static final String MEMORY = "memory";
 
     public Snapshot {
         Objects.requireNonNull(dir, "dir");
         info = Map.copyOf(info);
         Objects.requireNonNull(spec, "spec");
+    }
+
+    /**
+     * Boots a machine from {@code spec}, lets {@code prepare} make it what every copy should start as, and saves it
+     * into {@code dir} (empty or missing) as a template; the machine is then gone. On QEMU the template's RAM is the
+     * file {@value #MEMORY} in {@code dir} and each restore maps it copy-on-write and loads only the devices' state:
+     * restores start fast and share the pages none of them wrote. Keep {@code dir} on a fast file system (tmpfs for
+     * throwaway templates); the file is as large as the guest's memory, sparse where the guest never wrote.
+     */
+    public static Snapshot template(MachineSpec spec, Path dir, Consumer<Machine> prepare) {
+        Machine machine = Kiln.create(spec);
+        if (!(machine instanceof VmmMachine vm)) throw new KilnException("templates need a machine of Kiln's own backends");
+        try (machine) {
+            vm.startTemplate(dir);
+            prepare.accept(machine);
+            return vm.freeze();
+        }
+    }
+
+    /** {@link #template(MachineSpec, Path, Consumer)} of the machine as it is once ready. */
+    public static Snapshot template(MachineSpec spec, Path dir) {
+        return template(spec, dir, m -> {});
     }
 
     /** Reads a snapshot from its directory (its state and disks are checked when it is restored). */
@@ -80,6 +113,37 @@ public record Snapshot(Path dir, Map<String, String> info, Optional<MachineSpec>
      */
     public Machine restore(MachineSpec spec) {
         return Kiln.create(spec).startFrom(this);
+    }
+
+    /**
+     * {@code count} machines restored from this snapshot at once (the spec it was taken with): returned running, or,
+     * if any fails, none — those started are closed, and the first failure is thrown.
+     */
+    public List<Machine> restore(int count) {
+        if (count < 1) throw new IllegalArgumentException("count must be at least 1, got " + count);
+        List<CompletableFuture<Machine>> starts = new ArrayList<>();
+        try (ExecutorService threads = Executors.newVirtualThreadPerTaskExecutor()) {
+            for (int i = 0; i < count; i++) starts.add(CompletableFuture.supplyAsync(this::restore, threads));
+        }
+        List<Machine> started = new ArrayList<>();
+        RuntimeException failure = null;
+        for (CompletableFuture<Machine> f : starts) {
+            try {
+                started.add(f.join());
+            } catch (CompletionException e) {
+                if (failure == null) failure = e.getCause() instanceof RuntimeException r ? r : e;
+            }
+        }
+        if (failure != null) {
+            started.forEach(Machine::close);
+            throw failure;
+        }
+        return started;
+    }
+
+    /** Whether its RAM is a file each restore maps copy-on-write ({@link #template}). */
+    public boolean isTemplate() {
+        return "file".equals(info.get("memory"));
     }
 
     /** The backend it was taken on. */

@@ -10,6 +10,18 @@ public final class HostCpu {
 
     private HostCpu() {}
 
+    /** The CPU's model name from /proc/cpuinfo, or "unknown". */
+    public static String model() {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/cpuinfo"))) {
+                if (line.startsWith("model name")) return line.substring(line.indexOf(':') + 1).strip();
+            }
+        } catch (IOException e) {
+            // unknown
+        }
+        return "unknown";
+    }
+
     /** The TSC frequency in kHz from /proc/cpuinfo's "cpu MHz", or 0 when unknown. */
     public static long tscKhz() {
         long v = tscKhz;

@@ -8,6 +8,7 @@ import dev.kiln.Nic;
 import dev.kiln.Snapshot;
 import dev.kiln.disk.PreparedDrives;
 import dev.kiln.vmm.spi.AttachedDrive;
+import dev.kiln.vmm.spi.Launch;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -156,6 +157,44 @@ final class Snapshots {
             out.add(Drive.overlay(snapshot.dir().resolve(copy)).format(format).id(d.id().orElseThrow()));
         }
         return out;
+    }
+
+    /**
+     * Records the RAM file of a template (its VMM gone): its pages reach the disk, so that the template outlives a
+     * crash of the host, and its stamp is kept, so that a file changed since is found.
+     */
+    static void takeMemory(Map<String, String> info, Path file) {
+        try (var channel = java.nio.channels.FileChannel.open(file, java.nio.file.StandardOpenOption.WRITE)) {
+            channel.force(true);
+        } catch (IOException e) {
+            throw new KilnException("cannot write the template's memory " + file + " to disk: " + e.getMessage(), e);
+        }
+        info.put("memory", "file");
+        info.put("memory.stamp", stamp(file));
+    }
+
+    /**
+     * The RAM file a restore maps copy-on-write, or null when the snapshot holds its memory in its state; fails when
+     * the file has changed since or the VMM cannot map one.
+     */
+    static Launch.MemoryFile memoryOf(Snapshot snapshot, boolean supported) {
+        if (!"file".equals(snapshot.info().get("memory"))) return null;
+        String where = "cannot restore the template in " + snapshot.dir() + ": ";
+        if (!supported) throw new KilnException(where + "its memory is a file, and this VMM cannot map one");
+        Path file = snapshot.dir().resolve(Snapshot.MEMORY);
+        checkStamp(where + "its memory ", file.toString(), snapshot.info().get("memory.stamp"));
+        return new Launch.MemoryFile(file, false);
+    }
+
+    static String joinMacs(List<String> macs) {
+        return macs.stream().map(m -> m == null ? "-" : m).collect(Collectors.joining(","));
+    }
+
+    /** The MAC of each NIC of the saved machine (null: the VMM's choice). */
+    static List<String> nicMacs(Snapshot snapshot) {
+        String macs = snapshot.info().getOrDefault("nic.macs", "");
+        if (macs.isEmpty()) return List.of();
+        return java.util.Arrays.stream(macs.split(",")).map(m -> m.equals("-") ? null : m).toList();
     }
 
     /** Size and modification time, as a file's identity for a snapshot. */

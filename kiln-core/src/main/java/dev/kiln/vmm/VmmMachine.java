@@ -105,6 +105,9 @@ public abstract class VmmMachine implements Machine {
     private volatile List<Drive> requestedDrives = List.of();           // the spec's drives and the image's root overlay
     private volatile List<Drive> driveSpecs = List.of();                // what each attached drive was made from
     private volatile Snapshot restoring;                                 // startFrom(): the snapshot to go on from
+    private volatile Launch.MemoryFile memory;                           // the guest's RAM as a file, or null
+    private volatile Path template;                                      // startTemplate(): where it is saved
+    private final ReentrantLock saving = new ReentrantLock();           // held while a snapshot is taken
     private volatile VmmProcess process;
     private volatile GuestImage image;
     private volatile ExitStatus exitStatus;
@@ -196,6 +199,7 @@ public abstract class VmmMachine implements Machine {
             if (from != null) {
                 Snapshots.check(from, Snapshots.describe(spec, image, wanted, driver.stateInfo()));
                 wanted = Snapshots.drivesFrom(from, wanted);
+                memory = Snapshots.memoryOf(from, driver.memoryFiles());
             }
             workDir = WorkDir.create(spec.workDirBase(), "kiln-" + id + "-");
             requestedDrives = drivesOf(image);
@@ -206,7 +210,7 @@ public abstract class VmmMachine implements Machine {
                 vmmOutput.attach(output.ours());
                 vmmOutput.teeTo(workDir.resolve("vmm.log"));
                 process = driver.spawn(new Launch(id, spec, image, workDir, drives.attached(), console, output.theirs(), this::vmmState,
-                        from != null ? from.dir().resolve(Snapshot.STATE) : null));
+                        from != null ? from.dir().resolve(Snapshot.STATE) : null, memory));
             } finally {
                 output.theirs().close(); // the VMM has its own copy
             }
@@ -224,7 +228,7 @@ public abstract class VmmMachine implements Machine {
             upNanos = System.nanoTime() - startNanos;
             checkStartCalledOff();
             awaitReadiness();
-            if (from != null) setGuestClock();
+            if (from != null) reidentify(from);
             readyNanos = System.nanoTime() - startNanos;
             lock.lock();
             try {
@@ -256,47 +260,129 @@ public abstract class VmmMachine implements Machine {
         if (!driver.snapshots()) throw new KilnException(vmm() + " machines cannot be saved or restored by Kiln yet");
     }
 
-    /** A restored guest's clock stood still while it was saved: set it to the host's (whole seconds; logged if it cannot). */
-    private void setGuestClock() {
+    /**
+     * A restored guest is the saved machine to the byte: give it this machine's identity. Its clock is set to the
+     * host's (it stood still while saved), its hostname becomes this machine's id, a Debian image's machine-id a new
+     * one, each NIC's MAC this machine's, and host randomness is mixed into its RNG, reseeded at once where the image
+     * has perl (the RNDRESEEDCRNG ioctl; else the kernel reseeds within its minute). One exec; logged if it cannot.
+     */
+    private void reidentify(Snapshot from) {
         Guest g = driver.guest();
         if (g == null || !image.agent()) return;
+        java.security.SecureRandom random = new java.security.SecureRandom();
+        List<String> args = new ArrayList<>(List.of("sh", "-c", REIDENTIFY, "kiln-reidentify"));
         Instant now = Instant.now();
-        long seconds = now.getEpochSecond() + (now.getNano() >= 500_000_000 ? 1 : 0);
+        args.add(Long.toString(now.getEpochSecond() + (now.getNano() >= 500_000_000 ? 1 : 0)));
+        args.add(id.length() <= 63 ? id : id.substring(0, 63));
+        args.add(java.util.HexFormat.of().formatHex(random.generateSeed(16)));
+        args.add(java.util.HexFormat.of().formatHex(random.generateSeed(32)));
+        List<String> was = Snapshots.nicMacs(from), is = driver.nicMacs();
+        for (int i = 0; i < Math.min(was.size(), is.size()); i++) {
+            if (was.get(i) != null && is.get(i) != null && !was.get(i).equalsIgnoreCase(is.get(i))) {
+                args.add(was.get(i).toLowerCase(java.util.Locale.ROOT));
+                args.add(is.get(i).toLowerCase(java.util.Locale.ROOT));
+            }
+        }
         try {
-            g.exec(ExecRequest.of("date", "-u", "-s", "@" + seconds).timeout(Duration.ofSeconds(10)).build()).orThrow();
+            g.exec(ExecRequest.of(args).timeout(Duration.ofSeconds(10)).build()).orThrow();
         } catch (RuntimeException e) {
-            LOG.warn("{}: could not set the restored guest's clock ({}); it runs behind by the snapshot's age", id, e.getMessage());
+            LOG.warn("{}: could not give the restored guest its own clock and identity ({}); it runs as the saved one",
+                    id, e.getMessage());
         }
     }
 
+    /** Arguments: seconds since the epoch, hostname, machine-id, random hex, then pairs of old and new MAC. */
+    private static final String REIDENTIFY = """
+            date -u -s "@$1" >/dev/null || exit 1
+            echo "$2" > /proc/sys/kernel/hostname
+            [ -f /etc/hostname ] && echo "$2" > /etc/hostname
+            [ -s /etc/machine-id ] && echo "$3" > /etc/machine-id
+            echo "$4" > /dev/urandom
+            command -v perl >/dev/null && perl -e 'open(my $f, ">", "/dev/urandom") && ioctl($f, 0x5207, 0)'
+            shift 4
+            while [ $# -ge 2 ]; do
+                for n in /sys/class/net/*; do
+                    read -r a < "$n/address" && [ "$a" = "$1" ] && { ip link set dev "${n##*/}" address "$2" || exit 1; }
+                done
+                shift 2
+            done
+            exit 0
+            """;
+
     @Override
     public final Snapshot snapshot(Path dir) {
+        if (memory != null && memory.shared()) {
+            throw new KilnException("snapshot(): machine " + id + " is a template in the making: its memory is "
+                    + memory.file() + ", saved with Snapshot.template, not snapshot()");
+        }
+        return save(dir, false);
+    }
+
+    /**
+     * Starts this machine as a template to be saved into {@code dir} (empty or missing), by {@link #freeze()}: where
+     * the VMM can, the guest's RAM is the file {@value Snapshot#MEMORY} there, written through, so that the template's
+     * restores map it copy-on-write instead of loading it.
+     */
+    public final Machine startTemplate(Path dir) {
+        makeEmptyDir(dir, "a template");
+        template = dir;
+        if (driver.memoryFiles()) memory = new Launch.MemoryFile(dir.resolve(Snapshot.MEMORY), true);
+        return start();
+    }
+
+    /** Saves the template started by {@link #startTemplate} and kills the machine (its RAM is the template's now). */
+    public final Snapshot freeze() {
+        if (template == null) throw new KilnException("freeze(): machine " + id + " was not started as a template");
+        try {
+            return save(template, true);
+        } finally {
+            kill();
+        }
+    }
+
+    private Snapshot save(Path dir, boolean asTemplate) {
         requireLive("snapshot()");
         if (image == null) throw new KilnException("snapshot(): machine " + id + " has no guest to save");
         requireSnapshots();
-        boolean made = !Files.exists(dir);
-        try {
-            Files.createDirectories(dir);
-            try (var entries = Files.list(dir)) {
-                if (entries.findAny().isPresent()) throw new KilnException("snapshot(): " + dir + " is not empty; a snapshot needs a directory of its own");
-            }
-        } catch (IOException e) {
-            throw new KilnException("snapshot(): cannot make " + dir + ": " + e.getMessage(), e);
-        }
+        boolean made = asTemplate || !Files.exists(dir);
+        if (!asTemplate) makeEmptyDir(dir, "a snapshot");
+        saving.lock();
         boolean wasRunning = state() == MachineState.RUNNING;
-        if (wasRunning) pause();
         try {
+            if (wasRunning) pause();
             Map<String, String> described = Snapshots.describe(spec, image, requestedDrives, driver.stateInfo());
             call(() -> {
                 driver.saveState(dir.resolve(Snapshot.STATE), SNAPSHOT_LIMIT);
                 return null;
             });
-            return Snapshot.write(dir, Snapshots.takeDrives(dir, described, driveSpecs, drives.attached()), spec);
+            Map<String, String> info = Snapshots.takeDrives(dir, described, driveSpecs, drives.attached());
+            info.put("nic.macs", Snapshots.joinMacs(driver.nicMacs()));
+            if (asTemplate && memory != null) {
+                kill(); // the RAM file must stay as saved: nothing may run on over it
+                Snapshots.takeMemory(info, memory.file());
+            }
+            return Snapshot.write(dir, info, spec);
         } catch (RuntimeException e) {
+            if (asTemplate) kill(); // its memory is a file in dir: stop writing it before removing it
             Snapshots.removePartial(dir, made);
             throw e;
         } finally {
-            if (wasRunning && state() == MachineState.PAUSED) resume();
+            try {
+                if (wasRunning && !asTemplate && state() == MachineState.PAUSED) resume();
+            } finally {
+                saving.unlock();
+            }
+        }
+    }
+
+    private static void makeEmptyDir(Path dir, String what) {
+        try {
+            Files.createDirectories(dir);
+            try (var entries = Files.list(dir)) {
+                if (entries.findAny().isPresent()) throw new KilnException(dir + " is not empty; " + what + " needs a directory of its own");
+            }
+        } catch (IOException e) {
+            throw new KilnException("cannot make " + dir + " for " + what + ": " + e.getMessage(), e);
         }
     }
 
@@ -463,6 +549,9 @@ public abstract class VmmMachine implements Machine {
     @Override
     public final void resume() {
         requireLive("resume()");
+        if (saving.isLocked() && !saving.isHeldByCurrentThread()) {
+            throw new KilnException("cannot resume(): machine " + id + " is being saved (snapshot()); it resumes when that is done");
+        }
         if (state() == MachineState.RUNNING) return;
         call(() -> {
             driver.resume();

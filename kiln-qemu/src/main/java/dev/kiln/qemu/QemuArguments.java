@@ -5,6 +5,7 @@ import dev.kiln.MachineSpec;
 import dev.kiln.Nic;
 import dev.kiln.support.HostCpu;
 import dev.kiln.vmm.spi.AttachedDrive;
+import dev.kiln.vmm.spi.Launch;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -19,6 +20,8 @@ final class QemuArguments {
     /** The user-mode network: its netdev id, range, the guest's address, the gateway and the guest's MAC. */
     static final String USER_NETDEV = "usernet0", USER_NET = "10.42.0.0/24", USER_GUEST_IP = "10.42.0.10",
             USER_GATEWAY = "10.42.0.2", USER_MAC = "02:72:82:bf:c3:56";
+    /** The id of the memory backend when the guest's RAM is a file. */
+    private static final String RAM_ID = "kiln-ram";
 
     /** Where Kiln listens or QEMU serves, and the fd numbers QEMU gets its inherited files at. */
     record Sockets(Path qmp, Path console, Path agent, List<Path> channels, Path fdMonitor,
@@ -30,16 +33,21 @@ final class QemuArguments {
     private final List<AttachedDrive> drives;
     private final Accelerator accel;
     private final boolean incoming;
+    private final Launch.MemoryFile memory;
 
-    /** {@code incoming}: the machine goes on from a saved state (QMP's migrate-incoming) instead of booting. */
+    /**
+     * {@code incoming}: the machine goes on from a saved state (QMP's migrate-incoming) instead of booting;
+     * {@code memory}: a file to be the guest's RAM, or null.
+     */
     QemuArguments(MachineSpec spec, QemuOptions options, GuestImage image, List<AttachedDrive> drives, Accelerator accel,
-                  boolean incoming) {
+                  boolean incoming, Launch.MemoryFile memory) {
         this.spec = spec;
         this.options = options;
         this.image = image;
         this.drives = List.copyOf(drives);
         this.accel = accel;
         this.incoming = incoming;
+        this.memory = memory;
     }
 
     boolean consoleOn() {
@@ -76,6 +84,12 @@ final class QemuArguments {
         }
         if (options.monitorNull) cl.option("-monitor", "null");
         String machine = machineType();
+        if (memory != null) {
+            // The file is the guest's RAM: written through when shared (a template), else mapped copy-on-write.
+            cl.option("-object", QemuOption.of("memory-backend-file").set("id", RAM_ID).set("mem-path", memory.file())
+                    .set("size", spec.memoryMib() + "M").set("share", memory.shared() ? "on" : "off").toString());
+            machine = (machine != null ? machine + "," : "") + "memory-backend=" + RAM_ID;
+        }
         if (machine != null) cl.option("-machine", machine);
         cl.option("-accel", accel.qemuName());
         if (accel == Accelerator.KVM) cl.option("-cpu", "host");
@@ -149,6 +163,15 @@ final class QemuArguments {
         }
         cl.raw(options.args);
         return cl.build();
+    }
+
+    /** The MAC of each NIC, in the order they are put on the command line (null: QEMU picks one). */
+    List<String> nicMacs() {
+        List<String> macs = new ArrayList<>();
+        spec.userNetwork().ifPresent(u -> macs.add(USER_MAC));
+        for (Nic n : spec.nics()) if (n instanceof Nic.Tap tap) macs.add(tap.mac());
+        for (QemuOptions.SocketNic n : options.socketNics) macs.add(n.mac());
+        return macs;
     }
 
     static String hostfwd(Nic.Forward f) {

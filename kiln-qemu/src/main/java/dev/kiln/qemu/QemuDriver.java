@@ -19,6 +19,7 @@ import dev.kiln.os.Posix;
 import dev.kiln.support.Deadline;
 import dev.kiln.support.Executables;
 import dev.kiln.support.HostCommand;
+import dev.kiln.support.HostCpu;
 import dev.kiln.support.VmmProcess;
 import dev.kiln.vmm.spi.Launch;
 import dev.kiln.vmm.spi.VmmDriver;
@@ -41,6 +42,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
@@ -123,7 +125,8 @@ final class QemuDriver implements VmmDriver {
         userNetworking = new UserNetworking(id, this::qmp);
         Path workDir = launch.workDir();
         Path sockDir = options.sockDir != null ? options.sockDir : workDir;
-        arguments = new QemuArguments(spec, options, launch.image(), launch.drives(), accel.accelerator(), launch.restoreState() != null);
+        arguments = new QemuArguments(spec, options, launch.image(), launch.drives(), accel.accelerator(), launch.restoreState() != null,
+                launch.memory());
         Path qmpPath = null, consolePath = null, fdMonitor = null;
         if (options.qmp) {
             SocketAddress a = options.monitorTcp != null ? options.monitorTcp
@@ -332,10 +335,28 @@ final class QemuDriver implements VmmDriver {
     }
 
     @Override
+    public boolean memoryFiles() {
+        return true;
+    }
+
+    @Override
+    public List<String> nicMacs() {
+        return arguments.nicMacs();
+    }
+
+    @Override
     public Map<String, String> stateInfo() {
-        return Map.of("vmm.version", QEMU_VERSIONS.computeIfAbsent(options.binary, QemuDriver::version),
-                "vmm.machine", options.machineType != null ? options.machineType : "kiln-default",
-                "vmm.accel", accel.accelerator().qemuName());
+        Map<String, String> info = new TreeMap<>();
+        info.put("vmm.version", QEMU_VERSIONS.computeIfAbsent(options.binary, QemuDriver::version));
+        info.put("vmm.machine", options.machineType != null ? options.machineType : "kiln-default");
+        info.put("vmm.accel", accel.accelerator().qemuName());
+        // What the QEMU options add to the machine: its saved state has a section for each device.
+        info.put("vmm.devices", "console " + (options.consoleDevice != null ? options.consoleDevice : "serial") + "@" + options.consoleIndex
+                + ", rng " + options.rng + ", channels " + options.channels + ", socket nics " + options.socketNics.size()
+                + ", args " + options.args);
+        // With KVM the guest sees the host's CPU (-cpu host): a restore on another CPU model may not run.
+        if (accel.accelerator() == Accelerator.KVM) info.put("vmm.cpu", HostCpu.model());
+        return info;
     }
 
     /**
@@ -407,7 +428,10 @@ final class QemuDriver implements VmmDriver {
     private void migrate(String command, String uri, Duration timeout, Runnable started) {
         Qmp q = qmp();
         ObjectNode events = JsonNodeFactory.instance.objectNode();
-        events.putArray("capabilities").addObject().put("capability", "events").put("state", true);
+        var capabilities = events.putArray("capabilities");
+        capabilities.addObject().put("capability", "events").put("state", true);
+        // RAM in a file is left out of the stream: the template's file is the memory, on both sides.
+        if (launch.memory() != null) capabilities.addObject().put("capability", "x-ignore-shared").put("state", true);
         q.execute("migrate-set-capabilities", events);
         if (command.equals("migrate")) q.execute("migrate-set-parameters", QmpArgs.of("max-bandwidth", Long.MAX_VALUE / 2));
         q.execute(command, QmpArgs.of("uri", uri));

@@ -144,6 +144,21 @@ class SnapshotTest {
     }
 
     @Test
+    void aMachineWithADeviceThatBlocksMigrationIsNotSavedAndRunsOn() {
+        // QEMU's virtio-crypto cannot be migrated: its state would be lost.
+        MachineSpec blocked = QemuMachine.builder().from(spec.toBuilder().noDrives().build())
+                .args("-object", "cryptodev-backend-builtin,id=crypto0", "-device", "virtio-crypto-device,cryptodev=crypto0").spec();
+        try (Machine vm = QemuMachine.create(blocked).start()) {
+            Path target = dir.resolve("blocked");
+            assertThatThrownBy(() -> vm.snapshot(target)).isInstanceOf(KilnException.class)
+                    .hasMessageContaining("State blocked by non-migratable device").hasMessageContaining("virtio-crypto");
+            assertThat(target).doesNotExist();
+            assertThat(vm.state()).isEqualTo(MachineState.RUNNING);
+            assertThat(vm.guest().succeed("echo still-here")).isEqualTo("still-here\n");
+        }
+    }
+
+    @Test
     void aSnapshotNeedsADirectoryOfItsOwn() {
         try (Machine vm = QemuMachine.create(spec.toBuilder().noDrives().build()).start()) {
             assertThatThrownBy(() -> vm.snapshot(snapshot.dir())).hasMessageContaining(snapshot.dir() + " is not empty");

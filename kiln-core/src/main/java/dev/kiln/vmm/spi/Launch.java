@@ -34,9 +34,11 @@ import java.util.function.Supplier;
  *                  its stdout unless that is the console)
  * @param vmmState  what became of the VMM and the guest kernel, for error messages; null while all is well
  * @param restoreState the saved state to go on from instead of booting ({@link VmmDriver#saveState}), or null
+ * @param memory    a file to be the guest's RAM ({@link VmmDriver#memoryFiles()}), or null for the VMM's own memory
  */
 public record Launch(String id, MachineSpec spec, GuestImage image, Path workDir, List<AttachedDrive> drives,
-                     Console console, Fd vmmOutput, Supplier<String> vmmState, Path restoreState) {
+                     Console console, Fd vmmOutput, Supplier<String> vmmState, Path restoreState,
+                     MemoryFile memory) {
 
     /**
      * Spawns {@code command} under the lifeline: stdout to {@code stdout} (null: the VMM output socket), stderr to
@@ -88,4 +90,10 @@ public record Launch(String id, MachineSpec spec, GuestImage image, Path workDir
 
     /** Kiln's end and the VMM's end of a socket pair; close {@code theirs} once the VMM has it. */
     public record SocketPair(SocketChannel ours, Fd theirs) {}
+
+    /**
+     * The guest's RAM as a file: {@code shared}, the guest's writes go to the file (a template being made);
+     * else the file is mapped copy-on-write, so that every machine made from it shares the pages it only reads.
+     */
+    public record MemoryFile(Path file, boolean shared) {}
 }

@@ -79,6 +79,22 @@ public interface VmmDriver {
         return Map.of();
     }
 
+    /**
+     * Whether the driver can give the guest a file as its RAM ({@link Launch#memory()}) and save a machine whose RAM
+     * is such a shared file without its memory (templates: every restore maps the file copy-on-write).
+     */
+    default boolean memoryFiles() {
+        return false;
+    }
+
+    /**
+     * The MAC address of each of the machine's network cards, in the order the spec and the backend's options give
+     * them (null where the VMM picks one): a restored guest still has the saved machine's, and Kiln gives it these.
+     */
+    default List<String> nicMacs() {
+        return List.of();
+    }
+
     void resume();
 
     /**
