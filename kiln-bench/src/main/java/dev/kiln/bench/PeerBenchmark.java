@@ -695,7 +695,9 @@ public final class PeerBenchmark {
         target(out, "Debian boot to the ready marker ≤ 1.05× raw QEMU's on the same disk and kernel", "debian.boot.kiln.marker", "debian.boot.raw", 1.05);
         targetAtLeast(out, "Debian dd write through virtio-blk ≥ 0.95× raw QEMU's", "debian.dd.write.kiln", "debian.dd.write.raw", 0.95);
         targetAtLeast(out, "Debian dd read through virtio-blk ≥ 0.95× raw QEMU's", "debian.dd.read.kiln", "debian.dd.read.raw", 0.95);
-        target(out, "restore → agent ready ≥ 10× faster than a cold boot (default image)", "snapshot.restore", "snapshot.boot", 0.1);
+        target(out, "restore → agent ready ≥ 10× faster than a cold boot (default image)", "snapshot.restore.agent", "snapshot.boot", 0.1);
+        target(out, "template clone → agent ready ≥ 10× faster than a cold boot (default image)", "snapshot.clone.agent", "snapshot.boot", 0.1);
+        target(out, "memory of " + SnapshotBenchmark.CLONES + " running clones ≤ 1.5× one guest's (PSS)", "snapshot.clones.pss", "snapshot.one.pss", 1.5);
         JsonNode paused = jvmCost.get("paused");
         if (paused != null) {
             double heap = paused.get("heap_after_gc_bytes_per_machine").asDouble() / (1024 * 1024);

@@ -18,6 +18,7 @@ import dev.kiln.MachineSpec;
 import dev.kiln.MachineState;
 import dev.kiln.Probe;
 import dev.kiln.Snapshot;
+import dev.kiln.SnapshotException;
 import dev.kiln.StartTimings;
 import dev.kiln.StateChange;
 import dev.kiln.Text;
@@ -228,8 +229,8 @@ public abstract class VmmMachine implements Machine {
             upNanos = System.nanoTime() - startNanos;
             checkStartCalledOff();
             awaitReadiness();
-            if (from != null) reidentify(from);
             readyNanos = System.nanoTime() - startNanos;
+            if (from != null) reidentify(from);
             lock.lock();
             try {
                 checkStartCalledOff();
@@ -257,7 +258,7 @@ public abstract class VmmMachine implements Machine {
     }
 
     private void requireSnapshots() {
-        if (!driver.snapshots()) throw new KilnException(vmm() + " machines cannot be saved or restored by Kiln yet");
+        if (!driver.snapshots()) throw new SnapshotException(vmm() + " machines cannot be saved or restored by Kiln yet");
     }
 
     /**
@@ -351,10 +352,16 @@ public abstract class VmmMachine implements Machine {
         try {
             if (wasRunning) pause();
             Map<String, String> described = Snapshots.describe(spec, image, requestedDrives, driver.stateInfo());
-            call(() -> {
-                driver.saveState(dir.resolve(Snapshot.STATE), SNAPSHOT_LIMIT);
-                return null;
-            });
+            try {
+                call(() -> {
+                    driver.saveState(dir.resolve(Snapshot.STATE), SNAPSHOT_LIMIT);
+                    return null;
+                });
+            } catch (MachineClosedException | MachineCancelledException e) {
+                throw e;
+            } catch (KilnException e) {
+                throw new SnapshotException("cannot save machine " + id + ": " + e.getMessage(), e);
+            }
             Map<String, String> info = Snapshots.takeDrives(dir, described, driveSpecs, drives.attached());
             info.put("nic.macs", Snapshots.joinMacs(driver.nicMacs()));
             if (asTemplate && memory != null) {

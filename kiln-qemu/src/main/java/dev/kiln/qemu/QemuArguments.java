@@ -63,6 +63,15 @@ final class QemuArguments {
         return image != null ? "microvm,rtc=on,isa-serial=on" : null;
     }
 
+    /**
+     * Whether the kernel and initrd are left off the command line: a clone of a template on microvm has its kernel in
+     * the template's memory already, and QEMU would hold a copy of both in each clone's heap for nothing (it only
+     * hands them to the firmware at boot). It cannot boot again: it has no kernel to boot.
+     */
+    boolean kernelLeftOff() {
+        return incoming && memory != null && isMicrovm();
+    }
+
     boolean isMicrovm() {
         String m = machineType();
         return m != null && (m.equals("microvm") || m.startsWith("microvm,"));
@@ -128,9 +137,11 @@ final class QemuArguments {
         }
         spec.vsockCid().ifPresent(cid -> cl.option("-device", QemuOption.of("vhost-vsock-" + mmioOrPci).set("guest-cid", cid).toString()));
         if (image != null) {
-            cl.option("-kernel", image.kernel().toString());
-            if (image.initrd() != null) cl.option("-initrd", image.initrd().toString());
-            cl.option("-append", kernelCmdline());
+            if (!kernelLeftOff()) {
+                cl.option("-kernel", image.kernel().toString());
+                if (image.initrd() != null) cl.option("-initrd", image.initrd().toString());
+                cl.option("-append", kernelCmdline());
+            }
             cl.flag("-no-reboot");
         }
         if (options.paused) cl.flag("-S");

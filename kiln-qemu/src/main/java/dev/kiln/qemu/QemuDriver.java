@@ -334,6 +334,11 @@ final class QemuDriver implements VmmDriver {
         return true;
     }
 
+    /** Whether this launch left the kernel off the command line ({@link QemuArguments#kernelLeftOff()}). */
+    boolean kernelLeftOff() {
+        return arguments != null && arguments.kernelLeftOff();
+    }
+
     @Override
     public boolean memoryFiles() {
         return true;

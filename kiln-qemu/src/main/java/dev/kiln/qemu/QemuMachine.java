@@ -104,6 +104,7 @@ public final class QemuMachine extends VmmMachine {
      */
     public void reset() {
         requireLive("reset()");
+        requireKernel("reset()");
         boolean boots = image().isPresent();
         RuntimeException failure = null;
         try {
@@ -124,6 +125,13 @@ public final class QemuMachine extends VmmMachine {
         if (failure != null) throw failure;
     }
 
+    private void requireKernel(String what) {
+        if (qemu.kernelLeftOff()) {
+            throw new KilnException(what + ": machine " + id() + " is a clone of a template, started without its kernel (it is in"
+                    + " the template's memory): it cannot boot again; start a machine from the spec to reboot one");
+        }
+    }
+
     /**
      * Reboots the guest from inside, as {@code systemctl reboot} does (services stop, file systems are written out and
      * unmounted), then waits until the image is ready again: its ready marker on the console, its agent. Needs a guest
@@ -132,6 +140,7 @@ public final class QemuMachine extends VmmMachine {
      */
     public void reboot(Duration timeout) {
         requireLive("reboot()");
+        requireKernel("reboot()");
         GuestImage image = image().orElseThrow(() -> new KilnException("reboot(): machine " + id() + " boots no guest"));
         Deadline deadline = Deadline.after(timeout);
         Console.Cursor cursor = console().cursor();

@@ -123,6 +123,11 @@ class TemplateTest {
         try {
             assertThat(clones).hasSize(3).allSatisfy(m -> assertThat(m.state()).isEqualTo(MachineState.RUNNING));
             assertThat(clones.stream().map(m -> m.guest().succeed("hostname").strip()).distinct()).hasSize(3);
+            // Its kernel is in the template's memory, not on its command line: it cannot boot again, and says so.
+            QemuMachine clone = clones.getFirst().as(QemuMachine.class);
+            assertThat(clone.commandLine()).doesNotContain("-kernel");
+            assertThatThrownBy(clone::reset).hasMessageContaining("is a clone of a template").hasMessageContaining("cannot boot again");
+            assertThat(clone.guest().succeed("echo alive")).isEqualTo("alive\n");
         } finally {
             clones.forEach(Machine::close);
         }
