@@ -103,6 +103,7 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
     @Override
     public void afterAll(ExtensionContext context) {
         RuntimeException e = VmScope.closeIn(context);
+        VmTemplates.closeIn(context);
         if (e != null) throw e;
     }
 
@@ -233,7 +234,15 @@ public final class KilnExtension implements ExecutionCondition, BeforeAllCallbac
     // ---- helpers -----------------------------------------------------------------------------------------
 
     private static List<ManagedVm> start(ExtensionContext context, List<VmRequest> requests, String classPhase) {
-        return VmStarter.startAll(requests, VmScope.of(context),
+        if (classPhase != null) {
+            for (VmRequest r : requests) {
+                if (r.vm().template()) {
+                    throw new ExtensionConfigurationException(r.label() + ": template = true is for per-test machines (instance"
+                            + " fields, test-method parameters); a class's machine boots once anyway");
+                }
+            }
+        }
+        return VmStarter.startAll(requests, VmScope.of(context), VmTemplates.of(context),
                 (vm, failure) -> Evidence.write(context, Evidence.testDir(context, classPhase), List.of(vm), failure));
     }
 

@@ -1,6 +1,7 @@
 package dev.kiln.junit;
 
 import dev.kiln.Machine;
+import dev.kiln.Snapshot;
 import dev.kiln.StartTimings;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -33,9 +34,10 @@ final class ManagedVm {
     /** Whether the VMM was ever spawned, so that there is something to show. */
     boolean spawned() { return machine.startTimings().spawnedAfter().isPresent(); }
 
-    /** Starts the machine; it returns once the spec's readiness probes passed. */
-    void start() {
-        machine.start();
+    /** Starts the machine, or restores it from {@code template} when not null; it returns once it is ready. */
+    void start(Snapshot template) {
+        if (template != null) machine.startFrom(template);
+        else machine.start();
         started = true;
     }
 

@@ -73,4 +73,14 @@ public @interface Vm {
 
     /** How long the ready wait may take, in seconds; 0 keeps the spec's (120 s unless it says otherwise). */
     int readyTimeoutSeconds() default 0;
+
+    /**
+     * Per-test machines (instance fields, test-method parameters): the first test's request boots the machine once,
+     * saves it as a template ({@code Snapshot.template}) and every test, that one included, gets its own clone,
+     * restored in a fraction of a boot — its writes its own, its clock, hostname and MACs set anew. One template per
+     * declaration (the annotation's attributes and the declared type) and test class, removed after the class. When
+     * the machine cannot be saved (a device that blocks migration, a backend without snapshots) every test boots it
+     * cold instead, and the reason is logged and published as the report entry {@code kiln.template}.
+     */
+    boolean template() default false;
 }

@@ -2,6 +2,7 @@ package dev.kiln.junit;
 
 import dev.kiln.KilnException;
 import dev.kiln.Machine;
+import dev.kiln.Snapshot;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -49,7 +50,7 @@ final class VmStarter {
      * Starts every request; returns the machines in the requests' order, all ready. Every machine is added to
      * {@code scope} before it starts, so the scope closes it whatever happens.
      */
-    static List<ManagedVm> startAll(List<VmRequest> requests, VmScope scope, EvidenceWriter evidence) {
+    static List<ManagedVm> startAll(List<VmRequest> requests, VmScope scope, VmTemplates templates, EvidenceWriter evidence) {
         if (requests.isEmpty()) return List.of();
         Batch batch = new Batch();
         List<CompletableFuture<ManagedVm>> futures = new ArrayList<>();
@@ -57,7 +58,7 @@ final class VmStarter {
             CompletableFuture<ManagedVm> f = new CompletableFuture<>();
             Thread.ofVirtual().name("kiln-start " + r.label()).start(() -> {
                 try {
-                    f.complete(startOne(r, scope, batch, evidence));
+                    f.complete(startOne(r, scope, templates, batch, evidence));
                 } catch (Throwable t) {
                     f.completeExceptionally(t);
                 }
@@ -105,10 +106,13 @@ final class VmStarter {
         }
     }
 
-    private static ManagedVm startOne(VmRequest request, VmScope scope, Batch batch, EvidenceWriter evidence) {
+    private static ManagedVm startOne(VmRequest request, VmScope scope, VmTemplates templates, Batch batch, EvidenceWriter evidence) {
         if (batch.cancelled) throw new Cancelled();
         Machine machine;
+        Snapshot template;
         try {
+            template = request.vm().template() ? templates.forRequest(request).orElse(null) : null;
+            if (batch.cancelled) throw new Cancelled();
             machine = request.create();
         } catch (RuntimeException e) {
             batch.cancel(); // a bad spec: stop the others at once
@@ -119,7 +123,7 @@ final class VmStarter {
         batch.vms.add(vm);
         try {
             if (batch.cancelled) throw new Cancelled();
-            vm.start();
+            vm.start(template);
             if (batch.cancelled) throw new Cancelled();
             return vm;
         } catch (Cancelled c) {

@@ -193,6 +193,26 @@ class KilnExtensionFailuresTest {
                 + " dev.kiln.Machine, or drop backend = \"firecracker\"");
     }
 
+    @Test
+    void aTemplateQemuCannotSaveFallsBackToColdBootsAndSaysWhy() {
+        requireQemu();
+        EngineExecutionResults results = run(Samples.TemplateBlocked.class, Map.of());
+        results.testEvents().assertStatistics(s -> s.started(2).succeeded(2));
+        List<String> said = results.allEvents().reportingEntryPublished()
+                .map(e -> e.getRequiredPayload(ReportEntry.class).getKeyValuePairs().get("kiln.template")).filter(v -> v != null).toList();
+        assertThat(said).as("the reason, said once for the class").singleElement().asString()
+                .contains("@Vm TemplateBlocked.vm: no template").contains("State blocked by non-migratable device")
+                .contains("virtio-crypto").contains("each test boots its machine cold");
+        LeakCheck.assertNoneLeft();
+    }
+
+    @Test
+    void aTemplateForAClassMachineIsAConfigurationError() {
+        EngineExecutionResults results = run(Samples.TemplateOnAStaticField.class, Map.of(KilnExtension.QEMU_BINARY_PROPERTY, "/bin/true"));
+        Throwable t = throwables(results.containerEvents().failed().stream()).get("TemplateOnAStaticField");
+        assertThat(t).hasMessageContaining("@Vm TemplateOnAStaticField.vm: template = true is for per-test machines");
+    }
+
     private EngineExecutionResults run(Class<?> sample, Map<String, String> parameters) {
         return EngineTestKit.engine("junit-jupiter")
                 .selectors(selectClass(sample))

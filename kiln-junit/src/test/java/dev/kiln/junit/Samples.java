@@ -185,6 +185,40 @@ final class Samples {
         }
     }
 
+    /** Per-test clones asked of a machine QEMU cannot save (virtio-crypto blocks migration): each test boots cold. */
+    @ExtendWith(OnlyInTestKit.class)
+    @KilnTest
+    static class TemplateBlocked {
+        @Vm(template = true, spec = "blocked")
+        QemuMachine vm;
+
+        static QemuMachine.Builder blocked() {
+            return QemuMachine.builder().args("-object", "cryptodev-backend-builtin,id=crypto0", "-device", "virtio-crypto-device,cryptodev=crypto0");
+        }
+
+        @Test
+        void bootsCold() {
+            assertThat(vm.transitions().getFirst().reason()).isEqualTo("start()");
+        }
+
+        @Test
+        void bootsColdToo() {
+            assertThat(vm.transitions().getFirst().reason()).isEqualTo("start()");
+        }
+    }
+
+    /** A template for the class's own machine: meaningless, it boots once. */
+    @ExtendWith(OnlyInTestKit.class)
+    @KilnTest
+    static class TemplateOnAStaticField {
+        @Vm(template = true)
+        static QemuMachine vm;
+
+        @Test
+        void neverRuns() {
+        }
+    }
+
     /** A machine on Firecracker: it needs real KVM to boot its guest. */
     @ExtendWith(OnlyInTestKit.class)
     @KilnTest
