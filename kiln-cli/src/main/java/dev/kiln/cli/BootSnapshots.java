@@ -14,14 +14,17 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.time.Duration;
+import java.time.Instant;
 import java.util.HexFormat;
 
 /**
- * {@code kiln run}'s booted guests, kept as snapshots in {@code <cache>/snapshots/<hash of the machine>}: the first run
- * of a machine boots it and saves it once ready, before the command runs; later runs restore it. A snapshot that no
- * longer fits (another QEMU, a changed image) is dropped and the guest booted again.
+ * {@code kiln run}'s booted guests, kept as templates in {@code <cache>/snapshots/<hash of the machine>}: the first run
+ * of a machine boots it and saves it once ready, and every run, that one included, runs its command in a clone. A
+ * template that no longer fits (another QEMU, a changed image) is dropped and the guest booted and saved again.
  */
 final class BootSnapshots {
+    private static final String PARTIAL = ".saving-";
     private final Path dir;
     private final PrintStream err;
 
@@ -44,27 +47,39 @@ final class BootSnapshots {
     }
 
     /**
-     * Saves the freshly booted {@code vm} for later runs, moved into place only once complete (runs saving the same
-     * machine at once: the last to finish replaces the others'). A failure costs only the saving: it is reported and
-     * the run goes on.
+     * Boots the machine and saves it as the template for later runs ({@link Snapshot#template}), moved into place only
+     * once complete (runs making the same template at once: the last to finish replaces the others'). Returns whether
+     * there is a template now; a failure is reported, and the run boots its guest instead.
      */
-    void save(Machine vm) {
+    boolean make(MachineSpec spec) {
         Path parent = dir.getParent();
         Path partial = null;
         try {
             Files.createDirectories(parent);
-            partial = Files.createTempDirectory(parent, ".saving-");
-            vm.snapshot(partial);
-            WorkDir.delete(dir); // a snapshot that no longer fitted, or --cold
+            sweepPartials(parent);
+            partial = Files.createTempDirectory(parent, PARTIAL);
+            Snapshot.template(spec, partial);
+            WorkDir.delete(dir); // a template that no longer fitted, or --cold
             Files.move(partial, dir, StandardCopyOption.ATOMIC_MOVE);
             partial = null;
+            return true;
         } catch (IOException | RuntimeException e) {
             // Losing a race to another run's save (its directory is there again) is no failure.
-            if (!Files.isRegularFile(dir.resolve(Snapshot.INFO))) {
-                err.println("kiln: could not save the booted guest for later runs (" + firstLine(e.getMessage()) + ")");
-            }
+            boolean there = Files.isRegularFile(dir.resolve(Snapshot.INFO));
+            if (!there) err.println("kiln: could not save the booted guest for later runs (" + firstLine(e.getMessage()) + "); booting it");
+            return there;
         } finally {
             if (partial != null) WorkDir.delete(partial);
+        }
+    }
+
+    /** Removes what runs killed while saving left: their partial templates, an hour old or more (no save takes that). */
+    private static void sweepPartials(Path parent) throws IOException {
+        Instant hourAgo = Instant.now().minus(Duration.ofHours(1));
+        try (var dirs = Files.newDirectoryStream(parent, PARTIAL + "*")) {
+            for (Path d : dirs) {
+                if (Files.getLastModifiedTime(d).toInstant().isBefore(hourAgo)) WorkDir.delete(d);
+            }
         }
     }
 

@@ -69,7 +69,7 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--quiet-timings", description = "do not print the timing breakdown")
     boolean noTimings;
 
-    @Option(names = "--cold", description = "boot the guest even when a saved one is cached (and save it anew)")
+    @Option(names = "--cold", description = "boot the guest and save it anew, even when a saved one is cached")
     boolean cold;
 
     @Parameters(arity = "1..*", paramLabel = "CMD", description = "the command and its arguments (after --)")
@@ -103,21 +103,24 @@ final class RunCommand implements Callable<Integer> {
         MachineSpec spec = MachineSpec.builder().backend(chosen).image(image).memoryMib(memoryMib).cpus(cpus)
                 .kernelArgs(append != null ? append : "").launchTimeout(timeout).readyTimeout(timeout).build();
         if (accelerator != null) spec = QemuMachine.builder().from(spec).accelerator(accelerator).spec();
-        // QEMU guests are saved once booted and restored by later runs; Firecracker's cannot be saved by Kiln yet.
+        // QEMU guests are booted once and saved as a template; every run then clones it. Firecracker's cannot be yet.
         BootSnapshots saved = chosen == Backend.QEMU && image.agent()
                 ? new BootSnapshots(spec, accelerator != null ? accelerator.name() : String.valueOf(System.getenv("KILN_ACCEL")), err) : null;
         long tStart = System.nanoTime();
-        Machine restored = saved != null && !cold ? saved.restore(spec) : null;
-        Machine vm = restored != null ? restored : Kiln.create(spec);
+        long tVm = tStart; // the machine the command runs in starts here: after the template, when this run makes it
+        Machine cloned = saved != null && !cold ? saved.restore(spec) : null;
+        boolean made = false;
+        if (cloned == null && saved != null) {
+            made = saved.make(spec);
+            tVm = System.nanoTime();
+            if (made) cloned = saved.restore(spec);
+        }
+        if (cloned == null) tVm = System.nanoTime();
+        Machine vm = cloned != null ? cloned : Kiln.create(spec);
         int exitCode;
         try (vm) {
-            if (restored == null) vm.start();
+            if (cloned == null) vm.start();
             long tReady = System.nanoTime();
-            long tSaved = tReady; // no save phase unless this run saves the guest
-            if (restored == null && saved != null) {
-                saved.save(vm);
-                tSaved = System.nanoTime();
-            }
             ExecResult r = vm.guest().exec(ExecRequest.of(command).timeout(timeout).build());
             long tExec = System.nanoTime();
             System.out.write(r.stdout(), 0, r.stdout().length);
@@ -129,9 +132,9 @@ final class RunCommand implements Callable<Integer> {
             long tDown = System.nanoTime();
             if (!noTimings) {
                 err.printf("kiln: %s on %s, %d MiB, %d vCPU; %s%n", describeVmm(vm), image.description(), memoryMib, cpus,
-                        restored != null ? "restored from the saved guest " + saved.dir() + " (--cold boots)"
-                                : saved != null ? "booted, and saved for later runs in " + saved.dir() : "booted");
-                err.println("kiln: " + breakdown(mainAt, t0, tStart, vm.startTimings(), tReady, tSaved, tExec, tDown));
+                        cloned == null ? "booted" : made ? "booted, saved as the template for later runs in " + saved.dir() + ", and cloned"
+                                : "cloned from the saved guest " + saved.dir() + " (--cold boots it anew)");
+                err.println("kiln: " + breakdown(mainAt, t0, tStart, tVm, vm.startTimings(), tReady, tExec, tDown));
             }
         }
         return exitCode;
@@ -144,9 +147,10 @@ final class RunCommand implements Callable<Integer> {
     /**
      * The phases from the launcher's start to the end, each the difference of two consecutive instants, so that they
      * add up to the total: setup (the launcher's build or AOT preparation, when it had any), JVM start, image, spawn,
-     * VMM up (for a restore: the saved state loaded), guest ready, save (the first run of a machine), exec, shutdown.
+     * template (the first run of a machine: its boot and save), spawn, VMM up (for a clone: the saved devices loaded),
+     * guest ready, exec, shutdown.
      */
-    static String breakdown(Instant mainAt, long t0, long tStart, StartTimings start, long tReady, long tSaved, long tExec, long tDown) {
+    static String breakdown(Instant mainAt, long t0, long tStart, long tVm, StartTimings start, long tReady, long tExec, long tDown) {
         Map<String, Long> phases = new LinkedHashMap<>();
         Long launch = Long.getLong(LAUNCH_PROPERTY), exec = Long.getLong(EXEC_PROPERTY);
         long mainEpoch = mainAt.getEpochSecond() * 1_000_000_000L + mainAt.getNano();
@@ -159,13 +163,13 @@ final class RunCommand implements Callable<Integer> {
         }
         phases.put("JVM start", Math.max(0, mainEpoch - jvmFrom));
         phases.put("image", tStart - t0);
-        long spawned = tStart + start.spawnedAfter().orElseThrow().toNanos();
-        long up = tStart + start.vmmUpAfter().orElseThrow().toNanos();
-        phases.put("spawn", spawned - tStart);
+        if (tVm != tStart) phases.put("template", tVm - tStart);
+        long spawned = tVm + start.spawnedAfter().orElseThrow().toNanos();
+        long up = tVm + start.vmmUpAfter().orElseThrow().toNanos();
+        phases.put("spawn", spawned - tVm);
         phases.put("VMM up", up - spawned);
         phases.put("guest ready", tReady - up);
-        if (tSaved != tReady) phases.put("save", tSaved - tReady);
-        phases.put("exec", tExec - tSaved);
+        phases.put("exec", tExec - tReady);
         phases.put("shutdown", tDown - tExec);
         long total = phases.values().stream().mapToLong(Long::longValue).sum();
         StringBuilder b = new StringBuilder();

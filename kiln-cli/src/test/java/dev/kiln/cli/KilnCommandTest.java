@@ -57,8 +57,8 @@ class KilnCommandTest {
             phases.put(m.group(1), Double.parseDouble(m.group(2)));
         }
         java.util.List<String> always = java.util.List.of("JVM start", "image", "spawn", "VMM up", "guest ready", "exec", "shutdown");
-        assertThat(phases).containsKeys(always.toArray(String[]::new)); // and "save" when the guest was booted and saved
-        assertThat(phases.keySet()).isSubsetOf(java.util.stream.Stream.concat(always.stream(), java.util.stream.Stream.of("save")).toList());
+        assertThat(phases).containsKeys(always.toArray(String[]::new)); // and "template" when the guest was booted and saved
+        assertThat(phases.keySet()).isSubsetOf(java.util.stream.Stream.concat(always.stream(), java.util.stream.Stream.of("template")).toList());
         double sum = phases.values().stream().mapToDouble(Double::doubleValue).sum();
         assertThat(sum).as("the phases %s against the total", phases).isCloseTo(Double.parseDouble(line.group(2)),
                 org.assertj.core.data.Offset.offset(0.1 * phases.size())); // each is rounded to 0.1 ms
@@ -68,27 +68,27 @@ class KilnCommandTest {
     }
 
     @Test
-    void aSecondRunRestoresTheGuestTheFirstSavedAndOneThatNoLongerFitsIsBootedAgain() throws java.io.IOException {
+    void aSecondRunClonesTheGuestTheFirstSavedAndOneThatNoLongerFitsIsBootedAgain() throws java.io.IOException {
         requireQemu();
         // Where KASLR put the kernel: random at each boot, the same in every restore of one boot.
         String[] kernelBase = {"grep", "-m1", " _text$", "/proc/kallsyms"};
         Outcome first = kiln(java.util.stream.Stream.concat(java.util.stream.Stream.of("run", "--cold", "--"), java.util.Arrays.stream(kernelBase)).toArray(String[]::new));
         assertThat(first.code()).as(first.err()).isZero();
-        assertThat(first.err()).contains("booted, and saved for later runs in ").contains("| save ");
+        assertThat(first.err()).contains("booted, saved as the template for later runs in ").contains("| template ");
         assertThat(first.out()).as("the kernel's address, visible to root").matches("[0-9a-f]{16} T _text\\n").doesNotStartWith("0000");
         Outcome second = kiln(java.util.stream.Stream.concat(java.util.stream.Stream.of("run", "--"), java.util.Arrays.stream(kernelBase)).toArray(String[]::new));
         assertThat(second.code()).as(second.err()).isZero();
-        assertThat(second.err()).contains("restored from the saved guest").doesNotContain("| save ");
+        assertThat(second.err()).contains("cloned from the saved guest").doesNotContain("| template ");
         assertThat(second.out()).as("the same boot, gone on from where it was saved").isEqualTo(first.out());
 
-        var saved = java.util.regex.Pattern.compile("saved for later runs in (\\S+)").matcher(first.err());
+        var saved = java.util.regex.Pattern.compile("saved as the template for later runs in ([^\\s,]+)").matcher(first.err());
         assertThat(saved.find()).isTrue();
         java.nio.file.Path info = java.nio.file.Path.of(saved.group(1)).resolve(dev.kiln.Snapshot.INFO);
         java.nio.file.Files.writeString(info, java.nio.file.Files.readString(info).replaceFirst("vmm.version=[^\\n]*", "vmm.version=QEMU 1.0"));
         Outcome third = kiln("run", "--", "true");
         assertThat(third.code()).as(third.err()).isZero();
         assertThat(third.err()).contains("cannot be used (").contains("vmm.version was QEMU 1.0").contains("booting instead")
-                .contains("booted, and saved for later runs in ");
+                .contains("booted, saved as the template for later runs in ");
     }
 
     @Test
