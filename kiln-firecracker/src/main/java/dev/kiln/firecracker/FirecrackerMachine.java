@@ -10,6 +10,7 @@ import dev.kiln.Text;
 import dev.kiln.agent.QgaGuest;
 import dev.kiln.firecracker.api.ApiJson;
 import dev.kiln.firecracker.api.FirecrackerApi;
+import dev.kiln.firecracker.api.model.CpuTemplate;
 import dev.kiln.firecracker.api.model.FullVmConfiguration;
 import dev.kiln.firecracker.api.model.InstanceState;
 import dev.kiln.firecracker.api.model.LoggerConfig;
@@ -38,6 +39,11 @@ import java.util.regex.Pattern;
  * the guest from the spec (boot source, machine size, vsock for the agent, taps), runs the builder's configuration
  * steps in order (each a named step, so a failure names it), and boots the guest with {@code InstanceStart}. With
  * {@code noGuest()} it configures nothing and boots nothing: the API is there to drive by hand.
+ *
+ * <p>{@code snapshot(dir)} saves a running guest as Firecracker's full snapshot (state and memory files, with copies of
+ * the disks it wrote), and {@code startFrom(snapshot)} loads one into a new Firecracker instead of booting; the
+ * builder's configuration steps do not run then, since the snapshot holds what they configured. Loading needs real
+ * KVM, as booting does.
  */
 public final class FirecrackerMachine extends VmmMachine {
     /** The vsock port the default image's agent listens on. */
@@ -136,7 +142,10 @@ public final class FirecrackerMachine extends VmmMachine {
         return new CpuPinning(pid().orElseThrow(() -> new KilnException("machine " + id() + " is not running")));
     }
 
-    /** The host path of a path Firecracker was given (e.g. a vsock {@code uds_path}): inside the jail when jailed. */
+    /**
+     * The host path of a path Firecracker was given (e.g. a vsock {@code uds_path}): inside the jail when jailed; a
+     * relative one (Kiln's drives {@code drive-ID.raw}, its vsock socket) in the work dir or the jail's root.
+     */
     public Path hostPathOf(String firecrackerPath) {
         return firecracker.hostPathOf(firecrackerPath);
     }
@@ -261,6 +270,7 @@ public final class FirecrackerMachine extends VmmMachine {
         private Duration memoryMonitorInterval = Duration.ofMillis(250);
         private int agentPort = -1;
         private boolean kvmCheck = true;
+        private CpuTemplate cpuTemplate;
 
         Builder() {
             backend(Backend.FIRECRACKER);
@@ -299,6 +309,7 @@ public final class FirecrackerMachine extends VmmMachine {
                 memoryMonitorInterval = o.memoryMonitorInterval;
                 agentPort = o.agentPort;
                 kvmCheck = o.kvmCheck;
+                cpuTemplate = o.cpuTemplate;
             });
             return this;
         }
@@ -409,11 +420,17 @@ public final class FirecrackerMachine extends VmmMachine {
          */
         public Builder kvmCheck(boolean on) { this.kvmCheck = on; return this; }
 
+        /**
+         * The static CPU template the guest sees (Firecracker's {@code cpu_template}; default none: the host's CPU as
+         * Firecracker filters it). A snapshot records it, and a restore with another template is refused.
+         */
+        public Builder cpuTemplate(CpuTemplate template) { this.cpuTemplate = template; return this; }
+
         FirecrackerOptions firecrackerOptions() {
             return new FirecrackerOptions(binary, jailer, apiSocket, logFifo, logLevel, showLevel, showLogOrigin, metricsFifo,
                     configFile, metadata, noApi, bootTimer, commandPrefix, extraArgs, steps, instanceStart, apiTimeout,
                     expectKillBySignal, failOnInterceptedSignal, maxApiCallDuration, memoryMonitorThresholdMib,
-                    memoryMonitorInterval, agentPort, kvmCheck);
+                    memoryMonitorInterval, agentPort, kvmCheck, cpuTemplate);
         }
 
         /** The spec: the common settings and these Firecracker options. */

@@ -3,6 +3,7 @@ package dev.kiln.firecracker;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.kiln.Backend;
 import dev.kiln.BackendOptions;
+import dev.kiln.firecracker.api.model.CpuTemplate;
 import dev.kiln.firecracker.api.model.FullVmConfiguration;
 import dev.kiln.firecracker.api.model.LoggerConfig;
 
@@ -43,6 +44,7 @@ public final class FirecrackerOptions implements BackendOptions {
     final Duration memoryMonitorInterval;
     final int agentPort;
     final boolean kvmCheck;
+    final CpuTemplate cpuTemplate;
 
     FirecrackerOptions(String binary, Jailer jailer, Path apiSocket, boolean logFifo, LoggerConfig.Level logLevel,
                        boolean showLevel, boolean showLogOrigin, boolean metricsFifo, FullVmConfiguration configFile,
@@ -50,7 +52,7 @@ public final class FirecrackerOptions implements BackendOptions {
                        List<String> extraArgs, List<FirecrackerMachine.ConfigStep> steps, boolean instanceStart,
                        Duration apiTimeout, boolean expectKillBySignal, boolean failOnInterceptedSignal,
                        Duration maxApiCallDuration, int memoryMonitorThresholdMib, Duration memoryMonitorInterval,
-                       int agentPort, boolean kvmCheck) {
+                       int agentPort, boolean kvmCheck, CpuTemplate cpuTemplate) {
         this.binary = binary;
         this.jailer = jailer;
         this.apiSocket = apiSocket;
@@ -75,6 +77,7 @@ public final class FirecrackerOptions implements BackendOptions {
         this.memoryMonitorInterval = memoryMonitorInterval;
         this.agentPort = agentPort;
         this.kvmCheck = kvmCheck;
+        this.cpuTemplate = cpuTemplate;
     }
 
     @Override

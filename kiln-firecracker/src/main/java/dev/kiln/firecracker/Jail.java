@@ -123,7 +123,15 @@ public final class Jail {
      * whether Firecracker must write it (a read-write drive, a snapshot it creates).
      */
     public String put(Path hostFile, boolean writable) {
-        return put(hostFile, writable, false);
+        return put(hostFile, hostFile.getFileName().toString(), writable, false);
+    }
+
+    /**
+     * {@link #put(Path, boolean)} under {@code name} in the jail's root: for a file Firecracker must find under the
+     * same name in every jail (a drive, whose path a snapshot records), whatever the host file is called.
+     */
+    public String put(Path hostFile, String name, boolean writable) {
+        return put(hostFile, name, writable, false);
     }
 
     /**
@@ -131,11 +139,21 @@ public final class Jail {
      * refuses, saying why, where {@code put} would copy it.
      */
     public String putShared(Path hostFile, boolean writable) {
-        return put(hostFile, writable, true);
+        return put(hostFile, hostFile.getFileName().toString(), writable, true);
     }
 
-    private String put(Path hostFile, boolean writable, boolean shared) {
-        String name = hostFile.getFileName().toString();
+    /**
+     * {@link #put(Path, String, boolean)} for a file whose writes must reach the host file itself (a drive the user
+     * keeps): refuses, saying why, where {@code put} would copy it.
+     */
+    public String putShared(Path hostFile, String name, boolean writable) {
+        return put(hostFile, name, writable, true);
+    }
+
+    private String put(Path hostFile, String name, boolean writable, boolean shared) {
+        if (name.isEmpty() || name.contains("/") || name.equals(".") || name.equals("..")) {
+            throw new IllegalArgumentException("a file in the jail's root needs a plain name, got '" + name + "'");
+        }
         Path target = root.resolve(name);
         if (Files.exists(target, LinkOption.NOFOLLOW_LINKS)) {
             try {

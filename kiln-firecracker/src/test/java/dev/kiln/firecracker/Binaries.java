@@ -30,10 +30,29 @@ final class Binaries {
         return bin;
     }
 
+    /**
+     * A Firecracker binary of another release than {@code FIRECRACKER_BIN}, next to it ({@code firecracker-v*}, as in
+     * /opt/firecracker), or empty.
+     */
+    static java.util.Optional<String> anotherRelease() {
+        Path bin = Path.of(firecracker()).toAbsolutePath();
+        String mine = version();
+        try (var siblings = Files.list(bin.getParent())) {
+            return siblings.filter(p -> p.getFileName().toString().matches("firecracker-v[0-9.]+") && Files.isExecutable(p))
+                    .map(Path::toString).filter(p -> !version(p).equals(mine)).findFirst();
+        } catch (IOException e) {
+            return java.util.Optional.empty();
+        }
+    }
+
     /** "1.7.0" from {@code firecracker --version}. */
     static String version() {
+        return version(firecracker());
+    }
+
+    static String version(String binary) {
         try {
-            Process p = new ProcessBuilder(firecracker(), "--version").redirectErrorStream(true).start();
+            Process p = new ProcessBuilder(binary, "--version").redirectErrorStream(true).start();
             String out = new String(p.getInputStream().readAllBytes());
             p.waitFor(10, TimeUnit.SECONDS);
             var m = java.util.regex.Pattern.compile("Firecracker v(\\S+)").matcher(out);

@@ -75,11 +75,13 @@ class FirecrackerDrivesTest {
             assertThat(config.drives()).extracting(d -> d.driveId()).containsExactly("ro", "system", "scratch");
             assertThat(config.drives()).extracting(d -> d.isReadOnly()).containsExactly(true, false, false);
             assertThat(config.drives()).extracting(d -> d.isRootDevice()).containsOnly(false);
-            assertThat(config.drives().get(0).pathOnHost()).isEqualTo(readOnly.toString());
-            Path system = Path.of(config.drives().get(1).pathOnHost());
+            // Each by its id, in Firecracker's working directory (the work dir): a user's file through a symlink.
+            assertThat(config.drives()).extracting(d -> d.pathOnHost()).containsExactly("drive-ro.raw", "drive-system.raw", "drive-scratch.raw");
+            assertThat(Files.readSymbolicLink(vm.hostPathOf("drive-ro.raw"))).isEqualTo(readOnly);
+            Path system = vm.hostPathOf(config.drives().get(1).pathOnHost());
             assertThat(system).isEqualTo(vm.workDir().resolve("drive-system.raw"));
             assertThat(Files.readAllBytes(system)).isEqualTo(Files.readAllBytes(base)); // converted from the qcow2 base
-            assertThat(Path.of(config.drives().get(2).pathOnHost())).hasSize(1 << 20);
+            assertThat(vm.hostPathOf(config.drives().get(2).pathOnHost())).hasSize(1 << 20);
         }
     }
 
@@ -100,8 +102,9 @@ class FirecrackerDrivesTest {
         try (FirecrackerMachine vm = machine().jailer(jailer).drive(Drive.file(readOnly).readOnly().id("ro"))
                 .drive(Drive.scratch(1 << 20).id("scratch")).build().start()) {
             FullVmConfiguration config = vm.api().getExportVmConfig();
-            assertThat(config.drives()).extracting(d -> d.pathOnHost()).containsExactly("/ro.raw", "/drive-scratch.raw");
-            Path scratch = vm.jail().hostPath("/drive-scratch.raw");
+            assertThat(config.drives()).extracting(d -> d.pathOnHost()).containsExactly("drive-ro.raw", "drive-scratch.raw");
+            assertThat(Files.isSameFile(vm.jail().hostPath("drive-ro.raw"), readOnly)).as("linked, not copied").isTrue();
+            Path scratch = vm.jail().hostPath("drive-scratch.raw");
             assertThat(Files.getAttribute(scratch, "unix:uid")).isEqualTo(NOBODY);
         }
         Path users = raw("mine.raw", "MINE"); // root's, mode 0644: the jailed uid could only get a copy
@@ -120,7 +123,7 @@ class FirecrackerDrivesTest {
                 .drive(Drive.scratch(1 << 20).id("data")).kvmCheck(false).readiness().start()) {
             FullVmConfiguration config = vm.api().getExportVmConfig();
             assertThat(config.drives()).extracting(d -> d.driveId()).containsExactly("root", "data");
-            assertThat(Path.of(config.drives().get(0).pathOnHost())).isEqualTo(vm.workDir().resolve("drive-root.raw"));
+            assertThat(vm.hostPathOf(config.drives().get(0).pathOnHost())).isEqualTo(vm.workDir().resolve("drive-root.raw"));
             assertThat(config.bootSource().bootArgs()).endsWith("kiln.root=/dev/vda");
         }
         Path own = raw("own-root.raw", "OWN");

@@ -105,6 +105,18 @@ public final class FirecrackerApi implements AutoCloseable {
     public Duration timeout() { return timeout; }
 
     /**
+     * A client on this one's connection whose requests may take {@code timeout} each (a snapshot of a large guest takes
+     * longer than the default), with this one's refusals and process state: closing this one ends its calls too, and
+     * closing it would close this one's connection.
+     */
+    public FirecrackerApi withTimeout(Duration timeout) {
+        FirecrackerApi other = new FirecrackerApi(transport).timeout(timeout).maxPayloadBytes(maxPayloadBytes).vmmState(vmmState);
+        other.refused.putAll(refused);
+        other.closedReason = closedReason;
+        return other;
+    }
+
+    /**
      * Tells the client what became of the Firecracker process (e.g. "exited: killed by signal 9"; null while it runs),
      * so that a call whose connection ends because the process died fails with {@link MachineClosedException} naming
      * that, whether the caller or the machine's owner notices the death first.

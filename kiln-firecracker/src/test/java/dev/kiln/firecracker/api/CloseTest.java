@@ -100,6 +100,22 @@ class CloseTest {
                 .hasMessage("GET / got no answer: " + death);
     }
 
+    /** A client with a long timeout (a snapshot's) shares the connection: closing the machine's client ends its call too. */
+    @Test
+    void closeCutsShortACallOfAClientWithALongerTimeout() throws Exception {
+        firecracker = FirecrackerProcess.start();
+        api = FirecrackerApi.overUnixSocket(firecracker.socket());
+        FirecrackerApi patient = api.withTimeout(Duration.ofMinutes(10));
+        assertThat(patient.timeout()).isEqualTo(Duration.ofMinutes(10));
+        assertThat(api.timeout()).isEqualTo(FirecrackerApi.DEFAULT_TIMEOUT);
+        patient.describeInstance();
+        firecracker.stop();
+        CompletableFuture<Throwable> underWay = callInBackground("patient", patient::getMachineConfiguration);
+        awaitWaitingForAnAnswer(callers.getFirst());
+        api.close("the machine is stopping");
+        assertThat(outcome(underWay)).isInstanceOf(MachineClosedException.class).hasMessageEndingWith("the machine is stopping");
+    }
+
     @Test
     void onlyTheFirstCloseCounts() {
         firecracker = FirecrackerProcess.start();
