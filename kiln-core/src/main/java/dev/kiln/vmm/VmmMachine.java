@@ -23,6 +23,7 @@ import dev.kiln.StartTimings;
 import dev.kiln.StateChange;
 import dev.kiln.Text;
 import dev.kiln.WaitTimeoutException;
+import dev.kiln.agent.QgaGuest;
 import dev.kiln.disk.PreparedDrives;
 import dev.kiln.os.Posix;
 import dev.kiln.support.Deadline;
@@ -262,53 +263,26 @@ public abstract class VmmMachine implements Machine {
     }
 
     /**
-     * A restored guest is the saved machine to the byte: give it this machine's identity. Its clock is set to the
-     * host's (it stood still while saved), its hostname becomes this machine's id, a Debian image's machine-id a new
-     * one, each NIC's MAC this machine's, and host randomness is mixed into its RNG, reseeded at once where the image
-     * has perl (the RNDRESEEDCRNG ioctl; else the kernel reseeds within its minute). One exec; logged if it cannot.
+     * A restored guest is the saved machine to the byte: give it this machine's clock and identity
+     * ({@link CloneIdentity}): its hostname becomes this machine's id. Logged if it cannot.
      */
     private void reidentify(Snapshot from) {
-        Guest g = driver.guest();
-        if (g == null || !image.agent()) return;
-        java.security.SecureRandom random = new java.security.SecureRandom();
-        List<String> args = new ArrayList<>(List.of("sh", "-c", REIDENTIFY, "kiln-reidentify"));
-        Instant now = Instant.now();
-        args.add(Long.toString(now.getEpochSecond() + (now.getNano() >= 500_000_000 ? 1 : 0)));
-        args.add(id.length() <= 63 ? id : id.substring(0, 63));
-        args.add(java.util.HexFormat.of().formatHex(random.generateSeed(16)));
-        args.add(java.util.HexFormat.of().formatHex(random.generateSeed(32)));
+        if (!(driver.guest() instanceof QgaGuest agent) || !image.agent()) return;
+        List<String[]> macs = new ArrayList<>();
         List<String> was = Snapshots.nicMacs(from), is = driver.nicMacs();
         for (int i = 0; i < Math.min(was.size(), is.size()); i++) {
-            if (was.get(i) != null && is.get(i) != null && !was.get(i).equalsIgnoreCase(is.get(i))) {
-                args.add(was.get(i).toLowerCase(java.util.Locale.ROOT));
-                args.add(is.get(i).toLowerCase(java.util.Locale.ROOT));
-            }
+            if (was.get(i) != null && is.get(i) != null && !was.get(i).equalsIgnoreCase(is.get(i))) macs.add(new String[] {was.get(i), is.get(i)});
         }
         try {
-            g.exec(ExecRequest.of(args).timeout(Duration.ofSeconds(10)).build()).orThrow();
+            call(() -> {
+                CloneIdentity.apply(agent, id.length() <= 63 ? id : id.substring(0, 63), macs, Duration.ofSeconds(30));
+                return null;
+            });
         } catch (RuntimeException e) {
             LOG.warn("{}: could not give the restored guest its own clock and identity ({}); it runs as the saved one",
                     id, e.getMessage());
         }
     }
-
-    /** Arguments: seconds since the epoch, hostname, machine-id, random hex, then pairs of old and new MAC. */
-    private static final String REIDENTIFY = """
-            date -u -s "@$1" >/dev/null || exit 1
-            echo "$2" > /proc/sys/kernel/hostname
-            [ -f /etc/hostname ] && echo "$2" > /etc/hostname
-            [ -s /etc/machine-id ] && echo "$3" > /etc/machine-id
-            echo "$4" > /dev/urandom
-            command -v perl >/dev/null && perl -e 'open(my $f, ">", "/dev/urandom") && ioctl($f, 0x5207, 0)'
-            shift 4
-            while [ $# -ge 2 ]; do
-                for n in /sys/class/net/*; do
-                    read -r a < "$n/address" && [ "$a" = "$1" ] && { ip link set dev "${n##*/}" address "$2" || exit 1; }
-                done
-                shift 2
-            done
-            exit 0
-            """;
 
     @Override
     public final Snapshot snapshot(Path dir) {

@@ -72,6 +72,11 @@ final class QemuArguments {
         return incoming && memory != null && isMicrovm();
     }
 
+    private boolean isPcMachine() {
+        String m = machineType();
+        return m != null && (m.startsWith("q35") || m.startsWith("pc"));
+    }
+
     boolean isMicrovm() {
         String m = machineType();
         return m != null && (m.equals("microvm") || m.startsWith("microvm,"));
@@ -144,6 +149,9 @@ final class QemuArguments {
             }
             cl.flag("-no-reboot");
         }
+        // A restored copy gets a new VM generation id, and the guest kernel reseeds its RNG at once (Linux's vmgenid
+        // driver). It needs ACPI tables of the PC machines; microvm has none for it.
+        if (image != null && isPcMachine()) cl.option("-device", "vmgenid,guid=auto");
         if (options.paused) cl.flag("-S");
         if (incoming) cl.option("-incoming", "defer");
         for (int i = 0; i < options.addedFiles.size(); i++) {
