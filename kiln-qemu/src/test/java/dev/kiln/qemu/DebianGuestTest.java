@@ -3,11 +3,14 @@ package dev.kiln.qemu;
 import dev.kiln.Drive;
 import dev.kiln.GuestImage;
 import dev.kiln.KilnException;
+import dev.kiln.Machine;
+import dev.kiln.Snapshot;
 import dev.kiln.image.DebianImage;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.io.TempDir;
 
 import java.net.InetSocketAddress;
 import java.net.URI;
@@ -19,6 +22,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.FileTime;
 import java.time.Duration;
+import java.util.List;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -113,5 +117,31 @@ class DebianGuestTest {
         assertThatThrownBy(() -> DebianImage.builder().packages("nginx-light").sizeMib(200).build(System.out::println))
                 .isInstanceOf(KilnException.class)
                 .hasMessageContaining("a disk of 200 MiB is too small").hasMessageMatching("(?s).*needs about \\d+ MiB.*");
+    }
+
+    @Test
+    void clonesOfATemplateRunItsServicesEachWithAnIdentityAndADiskOfItsOwn(@TempDir Path dir) throws Exception {
+        String[] templateId = new String[1];
+        Snapshot template = Snapshot.template(debian().forward(80).spec(), dir.resolve("template"), vm -> {
+            vm.guest().waitForUnit("nginx.service", UNIT);
+            templateId[0] = vm.guest().succeed("cat /etc/machine-id").strip();
+        });
+        try (Machine a = template.restore(debian().forward(80).spec()); Machine b = template.restore(debian().forward(80).spec())) {
+            for (Machine clone : List.of(a, b)) {
+                assertThat(clone.guest().systemctl("is-active", "nginx").stdoutText()).isEqualTo("active\n");
+                assertThat(clone.guest().succeed("hostname").strip()).isEqualTo(clone.id());
+                assertThat(clone.guest().succeed("cat /etc/machine-id").strip()).matches("[0-9a-f]{32}").isNotEqualTo(templateId[0]);
+                InetSocketAddress http = clone.hostAddress(80);
+                try (HttpClient client = HttpClient.newHttpClient()) {
+                    HttpResponse<String> page = client.send(HttpRequest.newBuilder(URI.create("http://" + http.getHostString() + ":"
+                            + http.getPort() + "/")).timeout(Duration.ofSeconds(30)).build(), HttpResponse.BodyHandlers.ofString());
+                    assertThat(page.body()).contains("served by nginx in a Kiln guest");
+                }
+            }
+            assertThat(a.guest().succeed("cat /etc/machine-id")).isNotEqualTo(b.guest().succeed("cat /etc/machine-id"));
+            assertThat(a.hostAddress(80)).isNotEqualTo(b.hostAddress(80));
+            a.guest().succeed("echo clone-a > /root/written && sync");
+            assertThat(b.guest().exec("test", "-e", "/root/written").exitCode()).as("clone a's disk write, seen from clone b").isNotZero();
+        }
     }
 }
