@@ -79,12 +79,28 @@ public final class Jail {
 
     /** Whether process {@code pid} is Firecracker (or the jailer) of this jail. */
     boolean runsHere(long pid) {
-        try {
-            return runsHere(Files.readAllBytes(Path.of("/proc", Long.toString(pid), "cmdline")));
-        } catch (IOException e) {
-            return false;
+        // While the jailer's child execs Firecracker its command line reads empty for a moment: read it again then.
+        long deadline = System.nanoTime() + CMDLINE_WAIT.toNanos();
+        while (true) {
+            byte[] cmdline;
+            try {
+                cmdline = Files.readAllBytes(Path.of("/proc", Long.toString(pid), "cmdline"));
+            } catch (IOException e) {
+                return false; // gone
+            }
+            if (cmdline.length > 0) return runsHere(cmdline);
+            if (System.nanoTime() - deadline >= 0) return false;
+            try {
+                Thread.sleep(1);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return false;
+            }
         }
     }
+
+    /** How long a command line may read empty (an exec under way) before the process counts as not this jail's. */
+    private static final java.time.Duration CMDLINE_WAIT = java.time.Duration.ofSeconds(2);
 
     /**
      * A command line (NUL-separated) of this jail's Firecracker ({@code /<exec file> --id <id> …}), or of the jailer

@@ -82,6 +82,15 @@ final class Binaries {
         Assumptions.assumeTrue(kvmBootable(), "booting a guest needs real KVM (kvm_intel or kvm_amd, not kvm_pvm): " + kvmDescription());
     }
 
+    /**
+     * Firecracker makes its VM on /dev/kvm at {@code InstanceStart}, even when the guest cannot run there (kvm_pvm):
+     * tests of what comes after need the device.
+     */
+    static void requireKvmDevice() {
+        firecracker();
+        Assumptions.assumeTrue(Files.exists(Path.of("/dev/kvm")), "Firecracker's InstanceStart makes its VM on /dev/kvm, which this host lacks");
+    }
+
     static boolean kvmBootable() {
         boolean kvm = Files.isReadable(Path.of("/dev/kvm")) && Files.isWritable(Path.of("/dev/kvm"));
         boolean pvm = Files.exists(Path.of("/sys/module/kvm_pvm"));

@@ -118,6 +118,7 @@ class FirecrackerDrivesTest {
     /** Firecracker's disks have no serials that name them: the guest is told the root drive's device by its place. */
     @Test
     void anImagesRootDiskIsTheFirstDriveAndTheGuestIsToldItsDevice() throws IOException {
+        Binaries.requireKvmDevice();
         GuestImage image = DefaultImage.get(System.out::println).withRootDisk(raw("rootfs.raw", "ROOT"));
         try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(Binaries.firecracker()).image(image)
                 .drive(Drive.scratch(1 << 20).id("data")).kvmCheck(false).readiness().start()) {

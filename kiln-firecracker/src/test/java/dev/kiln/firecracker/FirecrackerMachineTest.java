@@ -195,7 +195,8 @@ class FirecrackerMachineTest {
                 assertThat(e.isMissingEndpoint()).isFalse();
                 assertThat(e.getMessage()).contains("GET /balloon", "400", "No balloon device found");
             });
-            // Booting a kernel that is not an ELF image fails with Firecracker's reason.
+            // Booting a kernel that is not an ELF image fails with Firecracker's reason (once it has its VM on /dev/kvm).
+            Binaries.requireKvmDevice();
             Path bogus = vm.workDir().resolve("not-a-kernel");
             Files.writeString(bogus, "nope");
             vm.api().putGuestBootSource(BootSource.of(bogus.toString(), null));
@@ -448,6 +449,7 @@ class FirecrackerMachineTest {
 
     @Test
     void noApiBootsFromTheConfigFile() throws Exception {
+        Binaries.requireKvmDevice();
         Path bogus = Files.writeString(tmp.resolve("vmlinux"), "not an ELF kernel");
         FullVmConfiguration config = FullVmConfiguration.of(BootSource.of(bogus.toString(), "console=ttyS0"), MachineConfiguration.of(1, 128));
         FirecrackerMachine vm = machine().noApi(true).configFile(config).bootTimer(true).build().start();

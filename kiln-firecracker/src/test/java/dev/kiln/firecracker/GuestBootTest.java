@@ -58,6 +58,7 @@ class GuestBootTest {
      */
     @Test
     void theImageConfigurationReachesFirecracker() {
+        Binaries.requireKvmDevice();
         String bin = Binaries.firecracker();
         GuestImage image = DefaultImage.get(System.out::println);
         try (FirecrackerMachine vm = FirecrackerMachine.builder().binary(bin).image(image).memoryMib(128)

@@ -46,7 +46,7 @@ class RunningInstanceTest {
 
     /** Skips without a binary (each test shows the reason); builds the image and its vmlinux once. */
     private static synchronized void requireKernel() {
-        Binaries.firecracker();
+        Binaries.requireKvmDevice();
         if (vmlinux != null) return;
         image = DefaultImage.get(System.out::println);
         vmlinux = Vmlinux.cached(image.kernel(), dev.kiln.support.KilnCache.root().resolve("vmlinux"));

@@ -20,6 +20,7 @@ import dev.kiln.support.Deadline;
 import dev.kiln.support.Executables;
 import dev.kiln.support.HostCommand;
 import dev.kiln.support.HostCpu;
+import dev.kiln.support.VersionCache;
 import dev.kiln.support.VmmProcess;
 import dev.kiln.vmm.spi.Launch;
 import dev.kiln.vmm.spi.VmmDriver;
@@ -352,7 +353,7 @@ final class QemuDriver implements VmmDriver {
     @Override
     public Map<String, String> stateInfo() {
         Map<String, String> info = new TreeMap<>();
-        info.put("vmm.version", QEMU_VERSIONS.computeIfAbsent(options.binary, QemuDriver::version));
+        info.put("vmm.version", VersionCache.of(options.binary, QemuDriver::version));
         info.put("vmm.machine", options.machineType != null ? options.machineType : "kiln-default");
         info.put("vmm.accel", accel.accelerator().qemuName());
         // What the QEMU options add to the machine: its saved state has a section for each device.
@@ -479,7 +480,6 @@ final class QemuDriver implements VmmDriver {
         return new Qmp.EventFilter("MIGRATION", match);
     }
 
-    private static final Map<String, String> QEMU_VERSIONS = new ConcurrentHashMap<>();
     /** Loading a saved guest is bounded by the disk, like saving it: minutes for many GiB. */
     private static final Duration RESTORE_LIMIT = Duration.ofMinutes(10);
 
