@@ -17,7 +17,7 @@ import java.util.regex.MatchResult;
 import java.util.regex.Pattern;
 
 /**
- * What a VMM backend tells the machine core ({@link VmmMachine}): how to spawn its process, how to bring it up, how
+ * What a VMM backend tells the machine core ({@link dev.kiln.vmm.VmmMachine}): how to spawn its process, how to bring it up, how
  * to ask it to stop, and what to clean besides the work directory. The core owns the rest — the states and their
  * lock, the start guard, launch failures with their evidence, graceful stop then SIGKILL, the exit code, awaitExit,
  * cancellation, the lifeline and cleanup exactly once — so that each lives in one place for every VMM.
