@@ -10,6 +10,7 @@ kiln_pick_jdk() {
   exit 1
 }
 
+# kiln_setup_host [--installed]: an installed `kiln` (./kiln install) runs prebuilt jars and needs no Maven.
 kiln_setup_host() {
   kiln_pick_jdk
   export PATH="$JAVA_HOME/bin:$PATH"
@@ -18,7 +19,7 @@ kiln_setup_host() {
   local missing=()
   command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
   command -v qemu-img >/dev/null || missing+=(qemu-utils)   # disks: overlays, checks, conversions
-  command -v mvn >/dev/null || missing+=(maven)
+  [[ "${1:-}" == --installed ]] || command -v mvn >/dev/null || missing+=(maven)
   command -v dpkg-deb >/dev/null || missing+=(dpkg)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)   # Debian images: the root file system
   command -v mke2fs >/dev/null || missing+=(e2fsprogs)        # Debian images: the ext4 disk
@@ -36,6 +37,11 @@ kiln_setup_host() {
     echo "kiln: refreshing apt's package lists (apt-get update) for the guest image…" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
   fi
+}
+
+# Kiln's version, from the one place it is set: the root pom's `revision`.
+kiln_version() {
+  sed -n 's:.*<revision>\(.*\)</revision>.*:\1:p' "$1/pom.xml" | head -1
 }
 
 # Firecracker release binaries are not packaged: use FIRECRACKER_BIN and JAILER_BIN when set, else the newest ones in
