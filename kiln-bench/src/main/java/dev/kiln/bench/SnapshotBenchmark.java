@@ -57,24 +57,8 @@ final class SnapshotBenchmark {
                         bench.sample("snapshot.size", "the saved state's size", "MiB").add(Files.size(snapDir.resolve(Snapshot.STATE)) / 1048576.0);
                     }
                 }
-                long t2 = System.nanoTime();
-                try (Machine restored = snapshot.restore()) {
-                    long ready = System.nanoTime() - t2;
-                    restored.guest().exec("true").orThrow();
-                    if (i >= 0) {
-                        bench.sample("snapshot.restore.agent", "restore: startFrom(snapshot) → agent answers").add(agentReady(restored));
-                        bench.sample("snapshot.restore", "restore: startFrom(snapshot) → returned: agent answers, clock and identity set").addNanos(ready);
-                    }
-                }
-                long t3 = System.nanoTime();
-                try (Machine clone = template.restore()) {
-                    long ready = System.nanoTime() - t3;
-                    clone.guest().exec("true").orThrow();
-                    if (i >= 0) {
-                        bench.sample("snapshot.clone.agent", "clone: template.restore() → agent answers").add(agentReady(clone));
-                        bench.sample("snapshot.clone", "clone: template.restore() → returned: agent answers, clock and identity set").addNanos(ready);
-                    }
-                }
+                timeRestore(snapshot, "snapshot.restore", "restore: startFrom(snapshot)", i >= 0);
+                timeRestore(template, "snapshot.clone", "clone: template.restore()", i >= 0);
                 if (i >= 0) {
                     System.err.printf(Locale.ROOT, "kiln bench: snapshot run %d/%d: cold boot %.0f ms, restore %.0f ms, clone %.0f ms%n",
                             i + 1, runs, bench.lastOf("snapshot.boot"), bench.lastOf("snapshot.restore"), bench.lastOf("snapshot.clone"));
@@ -118,9 +102,7 @@ final class SnapshotBenchmark {
                 bench.sample("snapshot.clones.start", "restore(" + CLONES + "): all " + CLONES + " clones started, agents answering")
                         .addNanos(System.nanoTime() - t);
                 double pss = 0;
-                for (Machine m : clones) {
-                    m.guest().exec("true").orThrow();
-                }
+                for (Machine m : clones) m.guest().exec("true").orThrow(); // each has run a command before any is measured
                 for (Machine m : clones) pss += pssMib(m);
                 bench.sample("snapshot.clones.pss", CLONES + " clones' QEMUs: summed PSS", "MiB").add(pss);
             } finally {
@@ -142,12 +124,7 @@ final class SnapshotBenchmark {
             try (Machine vm = QemuMachine.create(spec).start()) {
                 bench.sample("snapshot.debian.boot", "Debian, cold boot: start() → agent answers").addNanos(System.nanoTime() - t);
             }
-            t = System.nanoTime();
-            try (Machine clone = template.restore()) {
-                long ready = System.nanoTime() - t;
-                bench.sample("snapshot.debian.clone.agent", "Debian, clone: template.restore() → agent answers").add(agentReady(clone));
-                bench.sample("snapshot.debian.clone", "Debian, clone: template.restore() → returned: clock and identity set").addNanos(ready);
-            }
+            timeRestore(template, "snapshot.debian.clone", "Debian, clone: template.restore()", true);
             System.err.printf(Locale.ROOT, "kiln bench: Debian run %d/%d: cold boot %.0f ms, clone %.0f ms (agent %.0f ms)%n", i + 1, runs,
                     bench.lastOf("snapshot.debian.boot"), bench.lastOf("snapshot.debian.clone"), bench.lastOf("snapshot.debian.clone.agent"));
         }
@@ -161,6 +138,22 @@ final class SnapshotBenchmark {
             return Long.parseLong(out.split("\\s+")[0]) / 1024.0;
         } catch (java.io.IOException | InterruptedException | NumberFormatException e) {
             throw new IllegalStateException("du " + file + ": " + e, e);
+        }
+    }
+
+    /**
+     * Restores {@code from} and, when {@code record}, adds its start → agent answering as {@code key.agent} and its start →
+     * returned (clock and identity set) as {@code key}.
+     */
+    private void timeRestore(Snapshot from, String key, String what, boolean record) {
+        long t = System.nanoTime();
+        try (Machine m = from.restore()) {
+            long returned = System.nanoTime() - t;
+            m.guest().exec("true").orThrow();
+            if (record) {
+                bench.sample(key + ".agent", what + " → agent answers").add(agentReady(m));
+                bench.sample(key, what + " → returned: agent answers, clock and identity set").addNanos(returned);
+            }
         }
     }
 

@@ -109,6 +109,7 @@ public abstract class VmmMachine implements Machine {
     private volatile Snapshot restoring;                                 // startFrom(): the snapshot to go on from
     private volatile Launch.MemoryFile memory;                           // the guest's RAM as a file, or null
     private volatile Path template;                                      // startTemplate(): where it is saved
+    private volatile boolean templateDirMade;                            // startTemplate() made that directory
     private final ReentrantLock saving = new ReentrantLock();           // held while a snapshot is taken
     private volatile VmmProcess process;
     private volatile GuestImage image;
@@ -299,6 +300,7 @@ public abstract class VmmMachine implements Machine {
      * restores map it copy-on-write instead of loading it.
      */
     public final Machine startTemplate(Path dir) {
+        templateDirMade = !Files.exists(dir);
         makeEmptyDir(dir, "a template");
         template = dir;
         if (driver.memoryFiles()) memory = new Launch.MemoryFile(dir.resolve(Snapshot.MEMORY), true);
@@ -319,7 +321,7 @@ public abstract class VmmMachine implements Machine {
         requireLive("snapshot()");
         if (image == null) throw new KilnException("snapshot(): machine " + id + " has no guest to save");
         requireSnapshots();
-        boolean made = asTemplate || !Files.exists(dir);
+        boolean made = asTemplate ? templateDirMade : !Files.exists(dir);
         if (!asTemplate) makeEmptyDir(dir, "a snapshot");
         saving.lock();
         boolean wasRunning = state() == MachineState.RUNNING;

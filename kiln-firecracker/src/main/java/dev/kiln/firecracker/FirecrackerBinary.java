@@ -3,36 +3,25 @@ package dev.kiln.firecracker;
 import dev.kiln.KilnException;
 import dev.kiln.support.Executables;
 import dev.kiln.support.HostCommand;
+import dev.kiln.support.VersionCache;
 
-import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
-import java.util.Map;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /** What a Firecracker binary is: its version, read once per file ({@code --version}) and compared by release. */
 final class FirecrackerBinary {
     private static final Pattern VERSION = Pattern.compile("Firecracker v(\\d+\\.\\d+\\.\\S+)");
-    /** By path and modification time: a binary replaced in place is read again. */
-    private static final Map<String, String> VERSIONS = new ConcurrentHashMap<>();
 
     private FirecrackerBinary() {}
 
-    /** The version of {@code binary} (a path, or a name on PATH), e.g. {@code 1.14.2}. */
+    /** The version of {@code binary} (a path, or a name on PATH), e.g. {@code 1.14.2}; asked once per binary file. */
     static String version(String binary) {
         Path file = Executables.find(binary).orElseThrow(() -> new KilnException("Firecracker binary '" + binary + "' not found"))
                 .toAbsolutePath();
-        String key;
-        try {
-            key = file + "@" + Files.getLastModifiedTime(file).toMillis();
-        } catch (IOException e) {
-            throw new KilnException("cannot read " + file + ": " + e.getMessage(), e);
-        }
-        return VERSIONS.computeIfAbsent(key, k -> read(file));
+        return VersionCache.of(file.toString(), b -> read(file));
     }
 
     private static String read(Path file) {
