@@ -17,6 +17,17 @@ public interface Guest {
 
     ExecResult exec(ExecRequest request);
 
+    /**
+     * Starts argv (no shell) and returns at once with its handle: pid, streams while it runs, wait, signal, kill.
+     * The request's timeout does not apply (the handle's {@link GuestProcess#waitFor} takes one); its callbacks, when
+     * set, receive the output instead of the handle's streams.
+     */
+    default GuestProcess start(String... argv) {
+        return start(ExecRequest.of(argv).build());
+    }
+
+    GuestProcess start(ExecRequest request);
+
     /** Copies a host file into the guest, byte for byte, creating or truncating {@code guestPath}. */
     void copyIn(Path hostFile, String guestPath);
 

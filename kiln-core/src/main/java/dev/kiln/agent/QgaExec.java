@@ -44,8 +44,9 @@ final class QgaExec {
     /** Runs argv in a directory without interpolating anything: both travel as positional parameters. */
     private static final String CD_AND_EXEC = "cd \"$1\" || exit 126; shift; exec \"$@\"";
     /**
-     * Prints $1 and its descendants, each stopped first so it cannot fork more, then SIGKILLs them all.
-     * POSIX sh over /proc/PID/status (busybox ash and dash alike); no pkill or ps needed.
+     * Prints $1 and its descendants, each stopped first so it cannot fork more, then SIGKILLs them all; the further
+     * arguments name virtio-serial ports whose holders (an orphan still writing to a stream) die with their trees.
+     * POSIX sh over /proc (busybox ash and dash alike); no pkill or ps needed.
      */
     private static final String KILL_TREE = """
             tree() {
@@ -58,7 +59,18 @@ final class QgaExec {
               done 2>/dev/null
               echo "$1"
             }
-            kill -9 $(tree "$1")
+            pids=$(tree "$1"); shift
+            for n; do
+              for f in /sys/class/virtio-ports/*/name; do
+                read -r v < "$f" && [ "$v" = "$n" ] || continue
+                d=${f%/name}; d=/dev/${d##*/}
+                for h in /proc/[0-9]*/fd/*; do
+                  [ "$h" -ef "$d" ] 2>/dev/null || continue
+                  h=${h#/proc/}; pids="$pids $(tree "${h%%/*}")"
+                done
+              done
+            done
+            kill -9 $pids 2>/dev/null
             """;
 
     private final QgaSession session;
@@ -76,6 +88,14 @@ final class QgaExec {
     ExecResult exec(ExecRequest req) {
         long start = System.nanoTime();
         Deadline deadline = Deadline.after(req.timeout());
+        long pid = start(req, deadline);
+        JsonNode status = awaitExit(pid, deadline, " of " + req.argv());
+        if (status == null) throw killAfterTimeout(pid, req);
+        return result(req, status, Duration.ofNanos(System.nanoTime() - start));
+    }
+
+    /** Starts the request with its output captured by the agent; returns the pid to poll. */
+    long start(ExecRequest req, Deadline deadline) {
         String what = " of " + req.argv();
         ObjectNode args = JsonFramer.JSON.createObjectNode();
         List<String> argv = req.argv();
@@ -96,10 +116,11 @@ final class QgaExec {
         }
         if (req.stdin() != null) args.put("input-data", Base64.getEncoder().encodeToString(req.stdin()));
         args.put("capture-output", true);
+        return spawn(args, deadline, what, req.argv());
+    }
 
-        long pid = spawn(args, deadline, what, req.argv());
-        JsonNode status = awaitExit(pid, deadline, what);
-        if (status == null) throw killAfterTimeout(pid, req);
+    /** What an exited process's final guest-exec-status says. */
+    ExecResult result(ExecRequest req, JsonNode status, Duration took) {
         if (status.path("out-truncated").asBoolean() || status.path("err-truncated").asBoolean()) {
             throw new GuestException("the guest agent of " + name + " truncated the "
                     + (status.path("out-truncated").asBoolean() ? "stdout" : "stderr") + " of " + req.argv()
@@ -107,8 +128,7 @@ final class QgaExec {
         }
         int signal = status.path("signal").asInt(0);
         int exitCode = status.has("signal") ? 128 + signal : status.path("exitcode").asInt(-1);
-        return new ExecResult(req.argv(), exitCode, signal, bytes(status, "out-data"), bytes(status, "err-data"),
-                Duration.ofNanos(System.nanoTime() - start));
+        return new ExecResult(req.argv(), exitCode, signal, bytes(status, "out-data"), bytes(status, "err-data"), took);
     }
 
     private long spawn(ObjectNode args, Deadline deadline, String what, List<String> argv) {
@@ -125,7 +145,11 @@ final class QgaExec {
     }
 
     /** Polls guest-exec-status at once, then with a short doubling backoff; null when the deadline passed. */
-    private JsonNode awaitExit(long pid, Deadline deadline, String what) {
+    JsonNode awaitExit(long pid, Deadline deadline, String what) {
+        return awaitExit(pid, deadline, what, MAX_BACKOFF_NANOS);
+    }
+
+    JsonNode awaitExit(long pid, Deadline deadline, String what, long maxBackoffNanos) {
         ObjectNode args = JsonFramer.JSON.createObjectNode().put("pid", pid);
         long backoff = FIRST_BACKOFF_NANOS;
         while (true) {
@@ -137,8 +161,45 @@ final class QgaExec {
             long left = deadline.remainingNanos();
             if (left == 0) return null;
             session.pause(Math.min(backoff, left));
-            backoff = Math.min(backoff * 2, MAX_BACKOFF_NANOS);
+            backoff = Math.min(backoff * 2, maxBackoffNanos);
         }
+    }
+
+    /** Kills pid and its descendants, and whatever holds the ports named; waits (within the deadline) for the killer. */
+    void killTree(long pid, List<String> portNames, Deadline deadline) {
+        List<String> args = new ArrayList<>(List.of("-c", KILL_TREE, "sh", Long.toString(pid)));
+        args.addAll(portNames);
+        runQuietly(args, deadline, " to kill pid " + pid);
+    }
+
+    /** Sends signal to pid alone. */
+    void signal(long pid, int signal, Deadline deadline) {
+        if (signal < 1 || signal > 64) throw new IllegalArgumentException("signal must be 1..64: " + signal);
+        runQuietly(List.of("-c", "kill -" + signal + " \"$1\" 2>/dev/null", "sh", Long.toString(pid)), deadline,
+                " to send signal " + signal + " to pid " + pid);
+    }
+
+    /** Whether nothing in the guest holds the virtio-serial port named {@code name} open (a port has one holder). */
+    boolean portFree(String name, Deadline deadline) {
+        return runQuietly(List.of("-c", PORT_FREE, "sh", name), deadline, " to see whether port " + name + " is free") == 0;
+    }
+
+    private static final String PORT_FREE = """
+            for f in /sys/class/virtio-ports/*/name; do
+              read -r v < "$f" && [ "$v" = "$1" ] || continue
+              d=${f%/name}; true > "/dev/${d##*/}" 2>/dev/null; exit
+            done
+            exit 2
+            """;
+
+    private int runQuietly(List<String> shArgs, Deadline deadline, String what) {
+        ObjectNode args = JsonFramer.JSON.createObjectNode().put("path", "/bin/sh");
+        strings(args.putArray("arg"), shArgs);
+        args.put("capture-output", true);
+        long pid = session.request("guest-exec", args, deadline, what).path("pid").asLong();
+        JsonNode status = awaitExit(pid, deadline, what);
+        if (status == null) throw new WaitTimeoutException("the guest's shell" + what, deadline.total(), session.consoleTail());
+        return status.path("exitcode").asInt(-1);
     }
 
     /**
@@ -151,11 +212,7 @@ final class QgaExec {
         JsonNode last = null;
         KilnException problem = null;
         try {
-            ObjectNode kill = JsonFramer.JSON.createObjectNode().put("path", "/bin/sh");
-            strings(kill.putArray("arg"), List.of("-c", KILL_TREE, "sh", Long.toString(pid)));
-            kill.put("capture-output", true);
-            long killer = session.request("guest-exec", kill, budget, what).path("pid").asLong();
-            awaitExit(killer, budget, what);
+            killTree(pid, List.of(), budget);
             Duration left = budget.remaining();
             last = awaitExit(pid, Deadline.after(left.compareTo(REAP_WAIT) < 0 ? left : REAP_WAIT),
                     " of " + req.argv() + " after kill -9");

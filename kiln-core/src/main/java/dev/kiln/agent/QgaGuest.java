@@ -6,11 +6,16 @@ import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.Guest;
 import dev.kiln.GuestException;
+import dev.kiln.GuestProcess;
+import dev.kiln.Text;
+import dev.kiln.GuestException;
 import dev.kiln.MachineClosedException;
 import dev.kiln.WaitTimeoutException;
 import dev.kiln.support.Deadline;
 
+import java.io.InputStream;
 import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.function.Supplier;
@@ -35,6 +40,11 @@ public final class QgaGuest implements Guest, AutoCloseable {
     private final QgaSession session;
     private final QgaExec exec;
     private final QgaFiles files;
+    private volatile PortExec ports;
+    /** What exec keeps of a stream in memory; callbacks and handles take any amount. */
+    private static final long COLLECT_LIMIT = 64L << 20;
+    /** A handle's buffer per stream: a process that writes more than is read waits in the guest. */
+    private static final int PIPE_BYTES = 256 << 10;
 
     /**
      * @param connector   opens a fresh connected channel to the agent (called again by {@link #awaitReady}
@@ -106,7 +116,107 @@ public final class QgaGuest implements Guest, AutoCloseable {
      */
     @Override
     public ExecResult exec(ExecRequest req) {
-        return exec.exec(req);
+        PortExec p = ports;
+        if (p != null) {
+            ExecResult r = execOverPorts(p, req);
+            if (r != null) return r;
+        }
+        ExecResult r = exec.exec(req);
+        if (req.onStdout() != null && r.stdout().length > 0) req.onStdout().accept(r.stdout());
+        if (req.onStderr() != null && r.stderr().length > 0) req.onStderr().accept(r.stderr());
+        return r;
+    }
+
+    /** Runs the request in a free exec slot; null when all are busy. */
+    private ExecResult execOverPorts(PortExec p, ExecRequest req) {
+        long start = System.nanoTime();
+        Deadline deadline = Deadline.after(req.timeout());
+        OutputSink.Collect out = req.onStdout() == null ? new OutputSink.Collect(COLLECT_LIMIT) : null;
+        OutputSink.Collect err = req.onStderr() == null ? new OutputSink.Collect(COLLECT_LIMIT) : null;
+        PortProcess proc = p.start(req, false, out != null ? out : OutputSink.of(req.onStdout()),
+                err != null ? err : OutputSink.of(req.onStderr()), deadline);
+        if (proc == null) return null;
+        Integer status = proc.awaitDone(deadline);
+        if (status == null) {
+            RuntimeException problem = null;
+            try {
+                proc.kill();
+            } catch (RuntimeException e) {
+                problem = e;
+            }
+            boolean ended = proc.awaitDone(Deadline.after(Duration.ofSeconds(5))) != null;
+            if (!ended) p.retire(proc, "process " + proc.pid() + " " + req.argv() + " outlived its timeout and a kill");
+            String seen = tail("stdout", out) + tail("stderr", err);
+            String console = session.consoleTail();
+            if (console != null && !console.isBlank()) seen += "console:\n" + console;
+            WaitTimeoutException e = new WaitTimeoutException("command " + req.argv() + " (pid " + proc.pid() + " in " + name()
+                    + ") to finish; " + (ended ? "killed it" : "killed it, but something it started still holds its output open"),
+                    req.timeout(), seen);
+            if (problem != null) e.addSuppressed(problem);
+            throw e;
+        }
+        if (proc.wasNotFound()) throw proc.notFoundError();
+        for (OutputSink.Collect c : new OutputSink.Collect[] {out, err}) {
+            if (c != null && c.dropped() > 0) {
+                throw new GuestException(req.argv() + " in " + name() + " wrote more than " + (COLLECT_LIMIT >> 20) + " MiB to "
+                        + (c == out ? "stdout" : "stderr") + ": give the request a callback for it, or start() it and read its streams");
+            }
+        }
+        // As a shell reports it: a status above 128 is taken for a signal's.
+        int signal = status > 128 && status <= 128 + 64 ? status - 128 : 0;
+        return new ExecResult(req.argv(), status, signal, out != null ? out.bytes() : new byte[0],
+                err != null ? err.bytes() : new byte[0], Duration.ofNanos(System.nanoTime() - start));
+    }
+
+    private static String tail(String stream, OutputSink.Collect c) {
+        if (c == null) return "";
+        String text = Text.tail(new String(c.bytes(), StandardCharsets.UTF_8), 1000).strip();
+        return text.isEmpty() ? "" : stream + ":\n" + text + "\n";
+    }
+
+    /**
+     * Starts the request and returns its handle at once. Over exec ports its output streams as it comes and its
+     * stdin is open (unless the request gives its bytes); without them (no ports, or all busy) the agent runs it and
+     * hands its output over when it exited.
+     */
+    @Override
+    public GuestProcess start(ExecRequest req) {
+        PortExec p = ports;
+        if (p != null) {
+            String what = " of " + req.argv() + " in " + name();
+            OutputSink.Pipe out = req.onStdout() == null ? new OutputSink.Pipe(PIPE_BYTES, "the stdout" + what) : null;
+            OutputSink.Pipe err = req.onStderr() == null ? new OutputSink.Pipe(PIPE_BYTES, "the stderr" + what) : null;
+            PortProcess proc = p.start(req, req.stdin() == null, out != null ? out : OutputSink.of(req.onStdout()),
+                    err != null ? err : OutputSink.of(req.onStderr()), Deadline.after(DEFAULT_CALL_TIMEOUT));
+            if (proc != null) {
+                proc.streams(out != null ? out : InputStream.nullInputStream(), err != null ? err : InputStream.nullInputStream());
+                return proc;
+            }
+        }
+        return new AgentProcess(exec, req);
+    }
+
+    /**
+     * Lets commands run over the VMM's exec ports: streamed output, stdin, one fork and exec in the guest each.
+     * Called by the driver once the machine is up; without it, commands go through the agent alone.
+     */
+    public void execPorts(ExecPorts execPorts) {
+        this.ports = new PortExec(session, exec, execPorts);
+    }
+
+    /**
+     * Ends the guest shells of the exec ports and waits until they exited, so that a saved guest holds none of the ports
+     * open (a restored copy starts its own); fails when a process started over them still runs.
+     */
+    public void stopExecShells(Duration timeout) {
+        PortExec p = ports;
+        if (p != null) p.stopShells(Deadline.after(timeout));
+    }
+
+    /** How many exec slots run a process now (0 without exec ports). */
+    public int busyExecSlots() {
+        PortExec p = ports;
+        return p == null ? 0 : p.busySlots();
     }
 
     @Override
@@ -153,6 +263,8 @@ public final class QgaGuest implements Guest, AutoCloseable {
      * VMM's state when it is gone. Idempotent: the first reason stays.
      */
     public void close(String reason) {
+        PortExec p = ports;
+        if (p != null) p.close(reason);
         session.close(reason);
     }
 

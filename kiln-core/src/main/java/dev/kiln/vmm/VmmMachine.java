@@ -8,6 +8,8 @@ import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.ExitStatus;
 import dev.kiln.Guest;
+import dev.kiln.GuestException;
+import dev.kiln.GuestProcess;
 import dev.kiln.GuestImage;
 import dev.kiln.KilnException;
 import dev.kiln.LaunchException;
@@ -87,6 +89,7 @@ public abstract class VmmMachine implements Machine {
     private static final Duration SYNC_LIMIT = Duration.ofSeconds(10);
     /** Saving a guest's memory is bounded by the disk: minutes for many GiB. */
     private static final Duration SNAPSHOT_LIMIT = Duration.ofMinutes(10);
+    private static final Duration SHELL_STOP_LIMIT = Duration.ofSeconds(30);
 
     private final MachineSpec spec;
     private final VmmDriver driver;
@@ -326,6 +329,16 @@ public abstract class VmmMachine implements Machine {
         saving.lock();
         boolean wasRunning = state() == MachineState.RUNNING;
         try {
+            if (driver.guest() instanceof QgaGuest agent && wasRunning) {
+                try {
+                    call(() -> {
+                        agent.stopExecShells(SHELL_STOP_LIMIT);
+                        return null;
+                    });
+                } catch (GuestException e) {
+                    throw new SnapshotException("cannot save machine " + id + ": " + e.getMessage(), e);
+                }
+            }
             if (wasRunning) pause();
             Map<String, String> described = Snapshots.describe(spec, image, requestedDrives, driver.stateInfo());
             try {
@@ -481,6 +494,24 @@ public abstract class VmmMachine implements Machine {
         }
     }
 
+    /** A process handle whose failures say when the machine was closed or cancelled meanwhile. */
+    private GuestProcess handle(GuestProcess p) {
+        return new GuestProcess() {
+            @Override public long pid() { return p.pid(); }
+            @Override public List<String> argv() { return p.argv(); }
+            @Override public java.io.InputStream stdout() { return p.stdout(); }
+            @Override public java.io.InputStream stderr() { return p.stderr(); }
+            @Override public java.io.OutputStream stdin() { return p.stdin(); }
+            @Override public boolean isAlive() { return p.isAlive(); }
+            @Override public OptionalInt exitCode() { return p.exitCode(); }
+            @Override public int waitFor(Duration timeout) { return call(() -> p.waitFor(timeout)); }
+            @Override public void signal(int signal) { call(() -> { p.signal(signal); return null; }); }
+            @Override public void kill() { call(() -> { p.kill(); return null; }); }
+            @Override public void close() { call(() -> { p.close(); return null; }); }
+            @Override public String toString() { return p.toString(); }
+        };
+    }
+
     private RuntimeException translate(RuntimeException e) {
         if (e instanceof MachineCancelledException) return e;
         String cancelled = cancelReason;
@@ -558,6 +589,7 @@ public abstract class VmmMachine implements Machine {
         return new Guest() {
             @Override public Guest awaitReady(Duration timeout) { call(() -> g.awaitReady(timeout)); return this; }
             @Override public ExecResult exec(ExecRequest request) { return call(() -> g.exec(request)); }
+            @Override public GuestProcess start(ExecRequest request) { return handle(call(() -> g.start(request))); }
             @Override public void copyIn(Path hostFile, String guestPath) { call(() -> { g.copyIn(hostFile, guestPath); return null; }); }
             @Override public void copyOut(String guestPath, Path hostFile) { call(() -> { g.copyOut(guestPath, hostFile); return null; }); }
             @Override public void shutdown() { call(() -> { g.shutdown(); return null; }); }

@@ -25,7 +25,7 @@ final class QemuArguments {
 
     /** Where Kiln listens or QEMU serves, and the fd numbers QEMU gets its inherited files at. */
     record Sockets(Path qmp, Path console, Path agent, List<Path> channels, Path fdMonitor,
-                   List<Integer> socketNicFds, List<Integer> addedFileFds) {}
+                   List<Integer> socketNicFds, List<Integer> addedFileFds, List<Path> execPorts) {}
 
     private final MachineSpec spec;
     private final QemuOptions options;
@@ -56,6 +56,11 @@ final class QemuArguments {
 
     boolean agentOn() {
         return options.agent != null ? options.agent : image != null;
+    }
+
+    /** Exec slots need the agent (which starts their guest shells) and QMP (their ports' events and queues). */
+    int execSlots() {
+        return agentOn() && options.qmp ? options.execSlots : 0;
     }
 
     String machineType() {
@@ -115,8 +120,9 @@ final class QemuArguments {
         boolean console = consoleOn();
         boolean virtioConsole = console && options.consoleDevice != null
                 && (options.consoleDevice.startsWith("virtconsole") || options.consoleDevice.startsWith("virtserialport"));
-        if (agentOn() || virtioConsole || !options.channels.isEmpty()) {
-            cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("max_ports", 16).toString());
+        if (agentOn() || virtioConsole || !options.channels.isEmpty() || !s.execPorts().isEmpty()) {
+            cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("id", QemuExecPorts.SERIAL_ID)
+                    .set("max_ports", 31).toString());
         }
         if (console) {
             cl.option("-chardev", QemuOption.of("socket").set("id", "console").set("path", s.console()).toString());
@@ -133,6 +139,13 @@ final class QemuArguments {
             cl.option("-chardev", QemuOption.of("socket").set("id", "chan" + i).set("path", s.channels().get(i)).toString());
             cl.option("-device", QemuOption.of("virtserialport").set("id", "chanport" + i).set("chardev", "chan" + i)
                     .set("name", options.channels.get(i)).toString());
+        }
+        for (int i = 0; i < s.execPorts().size(); i++) {
+            String chardev = "exec" + i;
+            cl.option("-chardev", QemuOption.of("socket").set("id", chardev).set("server", "on").set("wait", "off")
+                    .set("path", s.execPorts().get(i)).toString());
+            cl.option("-device", QemuOption.of("virtserialport").set("id", QemuExecPorts.portId(i)).set("chardev", chardev)
+                    .set("name", QemuExecPorts.portName(i)).toString());
         }
         for (AttachedDrive d : drives) {
             // The serial is how the guest tells the disks apart: virtio-mmio devices are probed in no set order.

@@ -77,6 +77,7 @@ final class QemuDriver implements VmmDriver {
     private ServerSocketChannel qmpListener, consoleListener;
     private final List<ServerSocketChannel> channelListeners = new ArrayList<>();
     private Path agentPath;
+    private QemuExecPorts execPorts;
 
     QemuDriver(MachineSpec spec, QemuOptions options) {
         this.spec = spec;
@@ -142,6 +143,9 @@ final class QemuDriver implements VmmDriver {
             channelPaths.add(p);
             channelListeners.add(listen(UnixDomainSocketAddress.of(p)));
         }
+        List<Path> execPaths = new ArrayList<>();
+        for (int i = 0; i < 4 * arguments.execSlots(); i++) execPaths.add(sockDir.resolve(id + "-x" + i + ".sock"));
+        if (!execPaths.isEmpty()) execPorts = new QemuExecPorts(arguments.execSlots(), execPaths, this::qmp);
         if (options.fdPassing && options.qmp) fdMonitor = sockDir.resolve(id + "-fdmon.sock");
         fdPassing = new FdPassing(fdMonitor);
 
@@ -161,7 +165,7 @@ final class QemuDriver implements VmmDriver {
                 inherited.add(fd);
             }
             commandLine = arguments.build(new QemuArguments.Sockets(qmpPath, consolePath, agentPath, channelPaths, fdMonitor,
-                    nicFds, fileFds));
+                    nicFds, fileFds, execPaths));
             LOG.debug("{}: accelerator {}; launching {}", id, accel, String.join(" ", commandLine));
             process = launch.spawn(commandLine, null, inherited, "");
             return process;
@@ -206,6 +210,11 @@ final class QemuDriver implements VmmDriver {
             if (qmp != null) qmp.onEvent("VSERPORT_CHANGE", e -> {
                 if (AGENT_PORT_ID.equals(e.text("id")) && Boolean.TRUE.equals(e.data().get("open"))) g.nudge();
             });
+            if (execPorts != null) {
+                QemuExecPorts ports = execPorts;
+                qmp.onEvent("VSERPORT_CHANGE", ports::portChanged);
+                g.execPorts(ports);
+            }
             guest = g;
         }
     }

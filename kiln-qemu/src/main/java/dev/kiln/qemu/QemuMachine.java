@@ -33,6 +33,10 @@ import java.util.Objects;
  * networking with its forwards, channels, fd passing, reset, links — is here.
  */
 public final class QemuMachine extends VmmMachine {
+    static final int DEFAULT_EXEC_SLOTS = 4;
+    /** virtio-serial has 31 ports; the console, the agent and a few channels take some. */
+    static final int MAX_EXEC_SLOTS = 6;
+
     /** The name of the virtio-serial port the guest agent listens on. */
     public static final String AGENT_PORT_NAME = "org.qemu.guest_agent.0";
     /** The user-mode network: its netdev id, range, the guest's address, the gateway and the guest's MAC. */
@@ -241,6 +245,7 @@ public final class QemuMachine extends VmmMachine {
         private final List<String> channels = new ArrayList<>();
         private final List<QemuOptions.SocketNic> socketNics = new ArrayList<>();
         private final List<QemuOptions.AddedFile> addedFiles = new ArrayList<>();
+        private int execSlots = DEFAULT_EXEC_SLOTS;
 
         Builder() {
             backend(Backend.QEMU);
@@ -277,6 +282,7 @@ public final class QemuMachine extends VmmMachine {
                 socketNics.addAll(o.socketNics);
                 addedFiles.clear();
                 addedFiles.addAll(o.addedFiles);
+                execSlots = o.execSlots;
             });
             return this;
         }
@@ -373,6 +379,17 @@ public final class QemuMachine extends VmmMachine {
             return this;
         }
 
+        /**
+         * How many commands can stream at once (default 4): each slot is four virtio-serial ports (a guest shell's control
+         * port, a command's stdin, stdout and stderr). Past that many, commands run through the agent alone, their
+         * output handed over when they exit. 0: none (every command through the agent).
+         */
+        public Builder execSlots(int n) {
+            if (n < 0 || n > MAX_EXEC_SLOTS) throw new IllegalArgumentException("execSlots must be 0.." + MAX_EXEC_SLOTS + ": " + n);
+            this.execSlots = n;
+            return this;
+        }
+
         /** A virtio RNG (the guest's entropy need not wait for interrupts); on in {@link #microvmPreset}. */
         public Builder rng(boolean on) { this.rng = on; return this; }
 
@@ -390,7 +407,7 @@ public final class QemuMachine extends VmmMachine {
         QemuOptions qemuOptions() {
             return new QemuOptions(binary, wrapper, args, machineType, accelerator, consoleDevice, consoleIndex, console,
                     agent, qmp, monitorTcp, monitorNull, sockDir, paused, noDefaults, fdPassing, rng, channels, socketNics,
-                    addedFiles);
+                    addedFiles, execSlots);
         }
 
         /** The spec: the common settings and these QEMU options. */

@@ -43,12 +43,13 @@ public final class QemuOptions implements BackendOptions {
     final List<String> channels;
     final List<SocketNic> socketNics;
     final List<AddedFile> addedFiles;
+    final int execSlots;
 
     QemuOptions(String binary, List<String> wrapper, List<String> args, String machineType, Accelerator accelerator,
                 String consoleDevice, int consoleIndex, Boolean console, Boolean agent, boolean qmp,
                 InetSocketAddress monitorTcp, boolean monitorNull, Path sockDir, boolean paused, boolean noDefaults,
                 boolean fdPassing, boolean rng, List<String> channels, List<SocketNic> socketNics,
-                List<AddedFile> addedFiles) {
+                List<AddedFile> addedFiles, int execSlots) {
         this.binary = binary;
         this.wrapper = List.copyOf(wrapper);
         this.args = List.copyOf(args);
@@ -69,6 +70,7 @@ public final class QemuOptions implements BackendOptions {
         this.channels = List.copyOf(channels);
         this.socketNics = List.copyOf(socketNics);
         this.addedFiles = List.copyOf(addedFiles);
+        this.execSlots = execSlots;
     }
 
     @Override

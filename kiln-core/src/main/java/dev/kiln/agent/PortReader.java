@@ -1,0 +1,153 @@
+package dev.kiln.agent;
+
+import dev.kiln.agent.ExecPorts.Role;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.SocketChannel;
+import java.time.Duration;
+
+/**
+ * Reads a slot's stdout or stderr port for the slot's whole life and hands what comes to the current process's
+ * sink. A process's stream ends when the slot learnt that nothing holds the port any more ({@link #requestEnd}) and the
+ * VMM has handed over every byte written before that: then reading until the connection would block gets the rest.
+ */
+final class PortReader {
+    private static final Logger log = LoggerFactory.getLogger(PortReader.class);
+    private static final Duration DRAIN_QUERY = Duration.ofSeconds(10);
+
+    private final ExecPorts ports;
+    private final int slot;
+    private final Role role;
+    private final SocketChannel channel;
+    private final Selector selector;
+    private OutputSink endFor;    // under this: the sink whose end was asked for
+    private final String name;
+    private volatile OutputSink sink;
+    private volatile Runnable onEnd;
+    private volatile boolean stopped;
+
+    PortReader(ExecPorts ports, int slot, Role role, String name) throws IOException {
+        this.ports = ports;
+        this.slot = slot;
+        this.role = role;
+        this.name = name;
+        this.channel = ports.connect(slot, role);
+        channel.configureBlocking(false);
+        this.selector = Selector.open();
+        channel.register(selector, SelectionKey.OP_READ);
+        Thread.ofVirtual().name("kiln-exec-" + name).start(this::loop);
+    }
+
+    /** Where the next process's bytes go, and what to run once its stream ended. */
+    synchronized void expect(OutputSink sink, Runnable onEnd) {
+        this.onEnd = onEnd;
+        this.sink = sink;
+        this.endFor = null;
+    }
+
+    /** The sink bytes go to now (null between processes). */
+    OutputSink current() {
+        return sink;
+    }
+
+    /**
+     * Nothing holds the port any more: end the stream of {@code forSink} once the VMM handed over all that was
+     * written. A request for a sink that is no longer current (its stream ended already) is dropped.
+     */
+    void requestEnd(OutputSink forSink) {
+        synchronized (this) {
+            if (forSink == null || sink != forSink) return;
+            endFor = forSink;
+        }
+        selector.wakeup();
+    }
+
+    void stop() {
+        stopped = true;
+        try {
+            selector.close(); // wakes the reader
+        } catch (IOException ignored) {
+            // closing anyway
+        }
+        try {
+            channel.close();
+        } catch (IOException ignored) {
+            // closing anyway
+        }
+    }
+
+    private void loop() {
+        ByteBuffer buf = ByteBuffer.allocate(64 << 10);
+        String problem = null;
+        try {
+            while (!stopped) {
+                int n = channel.read(buf);
+                if (n > 0) {
+                    deliver(buf);
+                    continue;
+                }
+                if (n < 0) {
+                    problem = "the VMM closed the port's connection";
+                    break;
+                }
+                OutputSink ending;
+                synchronized (this) {
+                    ending = endFor;
+                }
+                if (ending != null && ports.drained(slot, role, DRAIN_QUERY)) {
+                    while (channel.read(buf) > 0) deliver(buf);
+                    endIf(ending);
+                    continue;
+                }
+                selector.select();
+                selector.selectedKeys().clear();
+            }
+        } catch (IOException | RuntimeException e) {
+            if (!stopped) problem = e.toString();
+        }
+        if (problem != null) log.debug("{}: {}", name, problem);
+        end(stopped ? "the machine's exec ports closed" : problem);
+    }
+
+    private void deliver(ByteBuffer buf) {
+        buf.flip();
+        OutputSink s = sink;
+        if (s != null) s.accept(buf.array(), 0, buf.remaining());
+        else log.debug("{}: {} bytes with no process to take them", name, buf.remaining());
+        buf.clear();
+    }
+
+    private void endIf(OutputSink expected) {
+        OutputSink s;
+        Runnable r;
+        synchronized (this) {
+            if (sink != expected) return;
+            s = sink;
+            r = onEnd;
+            sink = null;
+            onEnd = null;
+            endFor = null;
+        }
+        s.end(null);
+        if (r != null) r.run();
+    }
+
+    private void end(String problem) {
+        OutputSink s;
+        Runnable r;
+        synchronized (this) {
+            s = sink;
+            r = onEnd;
+            sink = null;
+            onEnd = null;
+            endFor = null;
+        }
+        if (s != null) s.end(problem);
+        if (r != null) r.run();
+    }
+}
