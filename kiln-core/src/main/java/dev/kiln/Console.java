@@ -580,6 +580,11 @@ public final class Console implements AutoCloseable {
 
     /** Types text into the console as is (add "\n" to press enter). */
     public void send(String text) {
+        send(text.getBytes(StandardCharsets.UTF_8));
+    }
+
+    /** Sends bytes to the console as they are (a terminal's keys, control characters included). */
+    public void send(byte[] bytes) {
         SocketChannel ch;
         lock.lock();
         try {
@@ -588,7 +593,7 @@ public final class Console implements AutoCloseable {
         } finally {
             lock.unlock();
         }
-        ByteBuffer b = ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8));
+        ByteBuffer b = ByteBuffer.wrap(bytes);
         try {
             synchronized (ch) {
                 while (b.hasRemaining()) ch.write(b);

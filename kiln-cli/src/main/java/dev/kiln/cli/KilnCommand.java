@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
 /** {@code kiln}: boot, drive and tear down real virtual machines. */
 @Command(name = "kiln", mixinStandardHelpOptions = true, version = "kiln 0.1.0",
         description = "Boots, drives and tears down real virtual machines.",
-        subcommands = {RunCommand.class, ImageCommand.class, DoctorCommand.class, BenchCommand.class})
+        subcommands = {RunCommand.class, ShellCommand.class, ImageCommand.class, DoctorCommand.class, BenchCommand.class})
 public final class KilnCommand implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

@@ -1,23 +1,19 @@
 package dev.kiln.cli;
 
-import dev.kiln.Backend;
 import dev.kiln.ExecRequest;
-import dev.kiln.ExecResult;
-import dev.kiln.GuestImage;
-import dev.kiln.Kiln;
+import dev.kiln.GuestProcess;
 import dev.kiln.Machine;
-import dev.kiln.MachineSpec;
 import dev.kiln.StartTimings;
-import dev.kiln.firecracker.FirecrackerMachine;
-import dev.kiln.image.DefaultImage;
-import dev.kiln.qemu.Accelerator;
 import dev.kiln.qemu.QemuMachine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
 import java.io.PrintStream;
-import java.nio.file.Path;
+import java.io.UncheckedIOException;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -28,49 +24,20 @@ import java.util.concurrent.Callable;
 
 /** {@code kiln run -- CMD...}: boot a guest, run CMD in it, print its output and a timing breakdown. */
 @Command(name = "run", mixinStandardHelpOptions = true,
-        description = "Boots a guest (the default image unless --kernel is given), runs CMD in it, prints its "
-                + "output, exits with its exit code and prints a timing breakdown on stderr.")
+        description = "Boots a guest (the default image unless --kernel is given), runs CMD in it with this command's "
+                + "stdin, prints its output as it comes, exits with its exit code and prints a timing breakdown on stderr.")
 final class RunCommand implements Callable<Integer> {
     /** Set by the launcher: when it started, and when it handed over to the JVM (epoch nanoseconds). */
     static final String LAUNCH_PROPERTY = "kiln.launch.epochNanos", EXEC_PROPERTY = "kiln.exec.epochNanos";
 
-    @Option(names = "--backend", description = "qemu or firecracker (default: $KILN_BACKEND, else qemu)")
-    String backend;
-
-    @Option(names = "--memory", description = "guest memory in MiB (default ${DEFAULT-VALUE})", defaultValue = "256")
-    int memoryMib;
-
-    @Option(names = "--cpus", description = "virtual CPUs (default ${DEFAULT-VALUE})", defaultValue = "1")
-    int cpus;
-
-    @Option(names = "--accel", description = "QEMU: auto, kvm or tcg (default: $KILN_ACCEL or auto)")
-    String accel;
-
-    @Option(names = "--image", description = "default (Kiln's initramfs guest) or debian (systemd on a disk; built when"
-            + " needed, with --packages, --release, --size)", defaultValue = "default")
-    String imageKind;
-
-    @picocli.CommandLine.ArgGroup(exclusive = false)
-    ImageCommand.DebianOptions debian = new ImageCommand.DebianOptions();
-
-    @Option(names = "--kernel", description = "boot this kernel instead of the default image's")
-    Path kernel;
-
-    @Option(names = "--initrd", description = "with --kernel: the initramfs")
-    Path initrd;
-
-    @Option(names = "--append", description = "extra kernel arguments")
-    String append;
-
-    @Option(names = "--timeout", description = "limit for boot and for CMD, in seconds (default ${DEFAULT-VALUE})",
-            defaultValue = "120")
-    int timeoutSeconds;
+    @picocli.CommandLine.Mixin
+    GuestOptions guest = new GuestOptions();
 
     @Option(names = "--quiet-timings", description = "do not print the timing breakdown")
     boolean noTimings;
 
-    @Option(names = "--cold", description = "boot the guest and save it anew, even when a saved one is cached")
-    boolean cold;
+    @Option(names = {"-n", "--no-stdin"}, description = "give CMD an empty stdin instead of this command's own")
+    boolean noStdin;
 
     @Parameters(arity = "1..*", paramLabel = "CMD", description = "the command and its arguments (after --)")
     List<String> command = new ArrayList<>();
@@ -80,64 +47,76 @@ final class RunCommand implements Callable<Integer> {
         PrintStream err = System.err;
         Instant mainAt = Instant.now();
         long t0 = System.nanoTime();
-        Duration timeout = Duration.ofSeconds(timeoutSeconds);
-        Backend chosen = backend != null ? Backend.parse(backend) : Backend.fromEnvironment();
-        if (accel != null && chosen != Backend.QEMU) throw new IllegalArgumentException("--accel is QEMU's; this run is on " + chosen.displayName());
-        Accelerator accelerator = accel != null ? Accelerator.parse(accel) : null;
-        if (chosen == Backend.FIRECRACKER) FirecrackerMachine.requireGuestBootableHost(); // before an image is built for nothing
-        GuestImage image;
-        if (kernel != null) {
-            if (!imageKind.equals("default")) throw new IllegalArgumentException("--kernel and --image are alternatives");
-            image = new GuestImage(kernel, initrd, "", null, false, kernel.toString());
-        } else {
-            if (initrd != null) throw new IllegalArgumentException("--initrd needs --kernel");
-            image = switch (imageKind) {
-                case "default" -> {
-                    if (!debian.isDefault()) throw new IllegalArgumentException("--packages, --release, --size, --copy and --build-run need --image debian");
-                    yield DefaultImage.get(err::println);
-                }
-                case "debian" -> debian.builder().build(err::println);
-                default -> throw new IllegalArgumentException("unknown --image '" + imageKind + "': default or debian");
-            };
-        }
-        MachineSpec spec = MachineSpec.builder().backend(chosen).image(image).memoryMib(memoryMib).cpus(cpus)
-                .kernelArgs(append != null ? append : "").launchTimeout(timeout).readyTimeout(timeout).build();
-        if (accelerator != null) spec = QemuMachine.builder().from(spec).accelerator(accelerator).spec();
-        // QEMU guests are booted once and saved as a template; every run then clones it. Firecracker's cannot be yet.
-        BootSnapshots saved = chosen == Backend.QEMU && image.agent()
-                ? new BootSnapshots(spec, accelerator != null ? accelerator.name() : String.valueOf(System.getenv("KILN_ACCEL")), err) : null;
-        long tStart = System.nanoTime();
-        long tVm = tStart; // the machine the command runs in starts here: after the template, when this run makes it
-        Machine cloned = saved != null && !cold ? saved.restore(spec) : null;
-        boolean made = false;
-        if (cloned == null && saved != null) {
-            made = saved.make(spec);
-            tVm = System.nanoTime();
-            if (made) cloned = saved.restore(spec);
-        }
-        if (cloned == null) tVm = System.nanoTime();
-        Machine vm = cloned != null ? cloned : Kiln.create(spec);
+        Duration timeout = guest.timeout();
+        GuestOptions.Started started = guest.start(err);
+        Machine vm = started.machine();
         int exitCode;
         try (vm) {
-            if (cloned == null) vm.start();
             long tReady = System.nanoTime();
-            ExecResult r = vm.guest().exec(ExecRequest.of(command).timeout(timeout).build());
+            exitCode = runStreaming(vm, timeout, err);
             long tExec = System.nanoTime();
-            System.out.write(r.stdout(), 0, r.stdout().length);
-            System.out.flush();
-            err.write(r.stderr(), 0, r.stderr().length);
-            err.flush();
-            exitCode = r.exitCode();
             vm.shutdown(Duration.ofSeconds(10));
             long tDown = System.nanoTime();
             if (!noTimings) {
-                err.printf("kiln: %s on %s, %d MiB, %d vCPU; %s%n", describeVmm(vm), image.description(), memoryMib, cpus,
-                        cloned == null ? "booted" : made ? "booted, saved as the template for later runs in " + saved.dir() + ", and cloned"
-                                : "cloned from the saved guest " + saved.dir() + " (--cold boots it anew)");
-                err.println("kiln: " + breakdown(mainAt, t0, tStart, tVm, vm.startTimings(), tReady, tExec, tDown));
+                err.printf("kiln: %s on %s; %s%n", describeVmm(vm), guest.describe(), started.how());
+                err.println("kiln: " + breakdown(mainAt, t0, started.tStart(), started.tVm(), vm.startTimings(), tReady, tExec, tDown));
             }
         }
         return exitCode;
+    }
+
+    /**
+     * Runs the command with its stdout and stderr copied out as they come and this process's stdin copied in (unless
+     * --no-stdin); returns its exit code once it exited and its output was all printed.
+     */
+    private int runStreaming(Machine vm, Duration timeout, PrintStream err) {
+        try (GuestProcess p = vm.guest().start(ExecRequest.of(command).build())) {
+            Thread out = copy(p.stdout(), System.out, "stdout");
+            Thread errCopy = copy(p.stderr(), err, "stderr");
+            if (noStdin) {
+                p.stdin().close();
+            } else {
+                // A daemon thread: it may block on a terminal the command never reads; nothing waits for it.
+                InputStream stdin = System.in;
+                Thread.ofPlatform().daemon().name("kiln-run-stdin").start(() -> forwardStdin(stdin, p, err));
+            }
+            int code = p.waitFor(timeout);
+            out.join();
+            errCopy.join();
+            return code;
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while running " + command, e);
+        }
+    }
+
+    private static Thread copy(InputStream from, PrintStream to, String what) {
+        return Thread.ofVirtual().name("kiln-run-" + what).start(() -> {
+            byte[] buf = new byte[64 << 10];
+            try {
+                for (int n; (n = from.read(buf)) >= 0; ) {
+                    to.write(buf, 0, n);
+                    to.flush();
+                }
+            } catch (IOException e) {
+                to.flush();
+            }
+        });
+    }
+
+    private static void forwardStdin(InputStream stdin, GuestProcess p, PrintStream err) {
+        byte[] buf = new byte[64 << 10];
+        try (OutputStream in = p.stdin()) {
+            for (int n; (n = stdin.read(buf)) >= 0; ) {
+                if (!p.isAlive()) return;
+                in.write(buf, 0, n);
+                in.flush();
+            }
+        } catch (IOException e) {
+            if (p.isAlive()) err.println("kiln: stdin not forwarded: " + e.getMessage());
+        }
     }
 
     private static String describeVmm(Machine vm) {

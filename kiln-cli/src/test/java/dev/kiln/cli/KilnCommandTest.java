@@ -17,8 +17,10 @@ class KilnCommandTest {
 
     private static synchronized Outcome kiln(String... args) {
         PrintStream oldOut = System.out, oldErr = System.err;
+        java.io.InputStream oldIn = System.in;
         ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
         try {
+            System.setIn(java.io.InputStream.nullInputStream()); // the test JVM's own stdin is the test runner's
             System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
             System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
             CommandLine cl = new CommandLine(new KilnCommand());
@@ -31,6 +33,7 @@ class KilnCommandTest {
         } finally {
             System.setOut(oldOut);
             System.setErr(oldErr);
+            System.setIn(oldIn);
         }
     }
 
@@ -65,6 +68,30 @@ class KilnCommandTest {
         assertThat(phases.get("guest ready")).isPositive();
         // In process there is no launcher: the total is the run's own time, which the test measured around it.
         assertThat(Double.parseDouble(line.group(2))).as("total against the wall time around the call").isBetween(wallMs - 1000, wallMs);
+    }
+
+    /**
+     * `kiln run` in a process of its own, its stdio pipes: the command's first line is read before anything is written
+     * to its stdin, so it was printed while the command ran; then its input is forwarded and its exit code passed on.
+     */
+    @Test
+    void runPrintsAsTheCommandGoesAndForwardsItsStdin() throws Exception {
+        requireQemu();
+        String javaBin = ProcessHandle.current().info().command().orElseThrow();
+        Process p = new ProcessBuilder(javaBin, "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"),
+                KilnCommand.class.getName(), "run", "--quiet-timings", "--",
+                "sh", "-c", "echo first; read x; echo \"got $x\"; exit 7").redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        try (var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
+             var in = p.getOutputStream()) {
+            assertThat(out.readLine()).as("printed before the command had its input").isEqualTo("first");
+            in.write("hello\n".getBytes(StandardCharsets.UTF_8));
+            in.flush();
+            assertThat(out.readLine()).isEqualTo("got hello");
+            assertThat(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+            assertThat(p.exitValue()).isEqualTo(7);
+        } finally {
+            p.destroyForcibly();
+        }
     }
 
     @Test

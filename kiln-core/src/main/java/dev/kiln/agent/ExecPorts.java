@@ -24,8 +24,9 @@ public interface ExecPorts {
     SocketChannel connect(int slot, Role role) throws IOException;
 
     /**
-     * Runs {@code listener} each time the guest closes the port (its last holder closed it or exited), on a thread of
-     * the VMM connection's: keep it short.
+     * Runs {@code listener} when the guest has closed the port (its last holder closed it or exited), on a thread of
+     * the VMM connection's: keep it short. A hint only: it may come late, once for several closes, or for an earlier
+     * close (QEMU sends its event at most once a second per port).
      */
     void onGuestClose(int slot, Role role, Runnable listener);
 

@@ -74,6 +74,7 @@ final class PortExec {
     private final String name;
     private final Slot[] slots;
     private volatile String closedReason;
+    private volatile boolean vmmGone;
 
     PortExec(QgaSession session, QgaExec agentExec, ExecPorts ports) {
         this.session = session;
@@ -385,6 +386,8 @@ final class PortExec {
             synchronized (this) {
                 if (control != ch) return; // closed here (stopShell): the guest's close of the port says when it exited
             }
+            // The VMM closes its end only as it exits: the machine is gone, not just the guest shell.
+            vmmGone = true;
             serverGone();
         }
 
@@ -444,7 +447,11 @@ final class PortExec {
             }
             if (gone != null) gone.complete(null);
             if (ready != null) ready.completeExceptionally(new GuestException("it closed its control port"));
-            if (p != null) p.serverGone(closedReason != null ? closedReason : "the guest shell running it ended");
+            if (p != null) {
+                String why = closedReason != null ? closedReason : vmmGone ? session.vmmState()
+                        : "the guest shell running it ended";
+                p.serverGone(closedReason != null || vmmGone, why == null ? "the VMM closed the exec ports" : why);
+            }
         }
 
         void close(String reason) {

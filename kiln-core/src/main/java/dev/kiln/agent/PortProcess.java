@@ -83,8 +83,9 @@ final class PortProcess implements GuestProcess {
 
     void streamsEnded() { streams.complete(null); }
 
-    void serverGone(String reason) {
-        GuestException e = new GuestException("lost track of " + argv + " in " + exec.name() + ": " + reason);
+    void serverGone(boolean machineGone, String reason) {
+        String message = "lost track of " + argv + " in " + exec.name() + ": " + reason;
+        RuntimeException e = machineGone ? new MachineClosedException(message, null) : new GuestException(message);
         pid.completeExceptionally(e);
         if (exit.completeExceptionally(e)) streams.complete(null);
     }

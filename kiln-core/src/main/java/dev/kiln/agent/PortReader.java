@@ -69,15 +69,12 @@ final class PortReader {
 
     void stop() {
         stopped = true;
-        try {
-            selector.close(); // wakes the reader
-        } catch (IOException ignored) {
-            // closing anyway
-        }
-        try {
-            channel.close();
-        } catch (IOException ignored) {
-            // closing anyway
+        for (java.io.Closeable c : new java.io.Closeable[] {selector, channel}) { // the selector first: it wakes the reader
+            try {
+                c.close();
+            } catch (IOException ignored) {
+                // closing anyway
+            }
         }
     }
 

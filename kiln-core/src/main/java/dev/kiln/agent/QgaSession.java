@@ -93,6 +93,9 @@ final class QgaSession {
 
     String consoleTail() { return consoleTail.get(); }
 
+    /** What became of the VMM (e.g. "QEMU exited: killed by signal 9"), or null while it runs. */
+    String vmmState() { return vmmState.get(); }
+
     /** Counts the connections made: what is learnt about the agent holds for one connection. */
     long connection() { return connection; }
 

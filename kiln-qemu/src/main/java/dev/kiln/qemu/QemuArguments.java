@@ -60,7 +60,8 @@ final class QemuArguments {
 
     /** Exec slots need the agent (which starts their guest shells) and QMP (their ports' events and queues). */
     int execSlots() {
-        return agentOn() && options.qmp ? options.execSlots : 0;
+        if (!agentOn() || !options.qmp) return 0;
+        return options.execSlots >= 0 ? options.execSlots : Math.clamp(spec.memoryMib() / 128, 1, 4);
     }
 
     String machineType() {
@@ -121,8 +122,9 @@ final class QemuArguments {
         boolean virtioConsole = console && options.consoleDevice != null
                 && (options.consoleDevice.startsWith("virtconsole") || options.consoleDevice.startsWith("virtserialport"));
         if (agentOn() || virtioConsole || !options.channels.isEmpty() || !s.execPorts().isEmpty()) {
+            int ports = 2 + options.channels.size() + s.execPorts().size(); // and the console and the agent
             cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("id", QemuExecPorts.SERIAL_ID)
-                    .set("max_ports", 31).toString());
+                    .set("max_ports", Math.max(16, ports)).toString());
         }
         if (console) {
             cl.option("-chardev", QemuOption.of("socket").set("id", "console").set("path", s.console()).toString());

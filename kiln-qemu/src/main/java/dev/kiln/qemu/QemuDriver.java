@@ -368,7 +368,7 @@ final class QemuDriver implements VmmDriver {
         // What the QEMU options add to the machine: its saved state has a section for each device.
         info.put("vmm.devices", "console " + (options.consoleDevice != null ? options.consoleDevice : "serial") + "@" + options.consoleIndex
                 + ", rng " + options.rng + ", channels " + options.channels + ", socket nics " + options.socketNics.size()
-                + ", args " + options.args);
+                + ", exec slots " + (options.execSlots < 0 ? "auto" : options.execSlots) + ", args " + options.args);
         // With KVM the guest sees the host's CPU (-cpu host): a restore on another CPU model may not run.
         if (accel.accelerator() == Accelerator.KVM) info.put("vmm.cpu", HostCpu.model());
         return info;

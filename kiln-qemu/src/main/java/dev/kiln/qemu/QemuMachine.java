@@ -33,7 +33,8 @@ import java.util.Objects;
  * networking with its forwards, channels, fd passing, reset, links — is here.
  */
 public final class QemuMachine extends VmmMachine {
-    static final int DEFAULT_EXEC_SLOTS = 4;
+    /** Exec slots by default: one per 128 MiB of guest memory, 1 to 4 (a slot's ports cost the guest 2 MiB of buffers). */
+    static final int AUTO_EXEC_SLOTS = -1;
     /** virtio-serial has 31 ports; the console, the agent and a few channels take some. */
     static final int MAX_EXEC_SLOTS = 6;
 
@@ -245,7 +246,7 @@ public final class QemuMachine extends VmmMachine {
         private final List<String> channels = new ArrayList<>();
         private final List<QemuOptions.SocketNic> socketNics = new ArrayList<>();
         private final List<QemuOptions.AddedFile> addedFiles = new ArrayList<>();
-        private int execSlots = DEFAULT_EXEC_SLOTS;
+        private int execSlots = AUTO_EXEC_SLOTS;
 
         Builder() {
             backend(Backend.QEMU);
@@ -380,9 +381,10 @@ public final class QemuMachine extends VmmMachine {
         }
 
         /**
-         * How many commands can stream at once (default 4): each slot is four virtio-serial ports (a guest shell's control
-         * port, a command's stdin, stdout and stderr). Past that many, commands run through the agent alone, their
-         * output handed over when they exit. 0: none (every command through the agent).
+         * How many commands can stream at once (default: one per 128 MiB of guest memory, 1 to 4): each slot is four
+         * virtio-serial ports (a guest shell's control port, a command's stdin, stdout and stderr), whose receive buffers
+         * cost the guest 2 MiB. Past that many, commands run through the agent alone, their output handed over when they
+         * exit. 0: none (every command through the agent).
          */
         public Builder execSlots(int n) {
             if (n < 0 || n > MAX_EXEC_SLOTS) throw new IllegalArgumentException("execSlots must be 0.." + MAX_EXEC_SLOTS + ": " + n);

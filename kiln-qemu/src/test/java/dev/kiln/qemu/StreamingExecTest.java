@@ -201,7 +201,7 @@ class StreamingExecTest {
             p = other.guest().start("sleep", "600");
         }
         assertThat(p.isAlive()).isFalse();
-        assertThatThrownBy(() -> p.waitFor(WAIT)).isInstanceOf(MachineClosedException.class).hasMessageContaining("closed");
+        assertThatThrownBy(() -> p.waitFor(WAIT)).isInstanceOf(MachineClosedException.class).hasMessageContaining("[sleep, 600]");
         assertThatThrownBy(() -> p.stdin().write(1)).hasMessageContaining("exited");
         assertThatCode(() -> p.signal(15)).as("it exited (with its machine): nothing to signal").doesNotThrowAnyException();
         assertThatCode(p::close).doesNotThrowAnyException();
