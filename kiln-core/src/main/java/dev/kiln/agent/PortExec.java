@@ -39,6 +39,7 @@ final class PortExec {
     private static final Logger log = LoggerFactory.getLogger(PortExec.class);
     private static final Duration SERVER_START = Duration.ofSeconds(20);
     private static final Duration PROBE_LIMIT = Duration.ofSeconds(10);
+    private static final Duration REPORT_GRACE = Duration.ofMillis(200);
     private static final Pattern ENV_NAME = Pattern.compile("[A-Za-z_][A-Za-z0-9_]*");
 
     /**
@@ -58,6 +59,8 @@ final class PortExec {
             # x STATUS: reports the exit status and whether the stdout and stderr ports are free now (0) or still held
             # by something the command started (a port has one holder at a time: opening it fails while held).
             x() { r=$1; true >"$o"; a=$?; true >"$e"; echo "x $r $a $?"; }
+            # r STDIN ARGV...: runs ARGV (after a check that it is a command) with the slot's stdout and stderr
+            r() { f=$1; shift; ( command -v "$1" >/dev/null || { echo n >&9; exit 127; }; exec "$@" 9>&- ) <"$f" >"$o" 2>"$e"; x $?; }
             read -r s _ < /proc/self/stat
             echo "k $s"
             while read -r n; do
@@ -86,7 +89,7 @@ final class PortExec {
     }
 
     /** Starts the request in a free slot, or returns null when every slot is busy (or broken). */
-    PortProcess start(ExecRequest req, boolean stdinOpen, OutputSink out, OutputSink err, Deadline deadline) {
+    PortProcess start(ExecRequest req, boolean handle, boolean stdinOpen, OutputSink out, OutputSink err, Deadline deadline) {
         for (String k : req.env().keySet()) {
             if (!ENV_NAME.matcher(k).matches()) {
                 throw new IllegalArgumentException("env: '" + k + "' is not a variable name the guest's shell can set");
@@ -95,7 +98,7 @@ final class PortExec {
         for (Slot s : slots) {
             if (!s.tryTake()) continue;
             try {
-                return s.run(req, stdinOpen, out, err, deadline);
+                return s.run(req, handle, stdinOpen, out, err, deadline);
             } catch (RuntimeException e) {
                 s.free();
                 throw e;
@@ -181,7 +184,8 @@ final class PortExec {
             return taken;
         }
 
-        PortProcess run(ExecRequest req, boolean stdinOpen, OutputSink out, OutputSink err, Deadline deadline) {
+        /** Runs the request; a handle's process reports its pid first, and this returns once it did. */
+        PortProcess run(ExecRequest req, boolean handle, boolean stdinOpen, OutputSink out, OutputSink err, Deadline deadline) {
             ensureServer(deadline);
             boolean withStdin = stdinOpen || req.stdin() != null;
             PortProcess p = new PortProcess(PortExec.this, index, req.argv(), withStdin ? stdinChannel() : null);
@@ -195,8 +199,8 @@ final class PortExec {
             stderr.expect(err, streamEnded);
             current = p;
             p.onDone(() -> release(p));
-            send(code(req, withStdin), deadline, req.argv());
-            p.awaitStarted(deadline);
+            send(code(req, withStdin, handle), deadline, req.argv());
+            if (handle) p.awaitStarted(deadline);
             if (req.stdin() != null) {
                 p.writeStdin(req.stdin());
                 if (!stdinOpen) p.closeStdin();
@@ -209,16 +213,25 @@ final class PortExec {
          * directory, sets the environment, checks the command exists, says "p PID" (or "n": not found) and execs it;
          * the slot's shell waits for it and says "x STATUS OUT ERR" (whether its stdout and stderr are free now).
          */
-        private String code(ExecRequest req, boolean withStdin) {
-            StringBuilder c = new StringBuilder("( read -r p _ </proc/self/stat; ");
+        private String code(ExecRequest req, boolean withStdin, boolean reportPid) {
+            String stdin = withStdin ? "\"$i\"" : "/dev/null";
+            if (!reportPid && req.workingDir() == null && req.env().isEmpty()) {
+                StringBuilder c = new StringBuilder("r ").append(stdin); // the short way: fewer bytes for the shell to read
+                for (String a : req.argv()) c.append(' ').append(quote(a));
+                return c.toString();
+            }
+            StringBuilder c = new StringBuilder("( ");
+            if (reportPid) c.append("read -r p _ </proc/self/stat; ");
             if (req.workingDir() != null) c.append("cd ").append(quote(req.workingDir())).append(" || exit 126; ");
             for (Map.Entry<String, String> e : req.env().entrySet()) {
                 c.append("export ").append(e.getKey()).append('=').append(quote(e.getValue())).append("; ");
             }
             String cmd = quote(req.argv().getFirst());
-            c.append("command -v ").append(cmd).append(" >/dev/null || { echo n >&9; exit 127; }; echo \"p $p\" >&9; exec");
+            c.append("command -v ").append(cmd).append(" >/dev/null || { echo n >&9; exit 127; }; ");
+            if (reportPid) c.append("echo \"p $p\" >&9; ");
+            c.append("exec");
             for (String a : req.argv()) c.append(' ').append(quote(a));
-            c.append(" 9>&- ) ").append(withStdin ? "<\"$i\"" : "</dev/null").append(" >\"$o\" 2>\"$e\"; x $?");
+            c.append(" 9>&- ) <").append(stdin).append(" >\"$o\" 2>\"$e\"; x $?");
             return c.toString();
         }
 
@@ -425,7 +438,9 @@ final class PortExec {
             if (p == null || p.pid() < 0 || sink == null) return;
             Thread.ofVirtual().name("kiln-exec-probe-" + name).start(() -> {
                 try {
-                    if (reader.current() == sink && agentExec.portFree(ports.name(index, role), Deadline.after(PROBE_LIMIT))) {
+                    // Most closes are the process exiting: its shell's report ends the stream then, with no probe.
+                    p.exitedWithin(REPORT_GRACE);
+                    if (!reader.endingOrEnded(sink) && agentExec.portFree(ports.name(index, role), Deadline.after(PROBE_LIMIT))) {
                         reader.requestEnd(sink);
                     }
                 } catch (RuntimeException e) {

@@ -83,6 +83,21 @@ final class PortProcess implements GuestProcess {
 
     void streamsEnded() { streams.complete(null); }
 
+    /** Waits at most {@code wait} for the exit report; whether it came. */
+    boolean exitedWithin(Duration wait) {
+        try {
+            exit.get(wait.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS);
+            return true;
+        } catch (java.util.concurrent.TimeoutException e) {
+            return false;
+        } catch (java.util.concurrent.ExecutionException e) {
+            return true;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
+    }
+
     void serverGone(boolean machineGone, String reason) {
         String message = "lost track of " + argv + " in " + exec.name() + ": " + reason;
         RuntimeException e = machineGone ? new MachineClosedException(message, null) : new GuestException(message);

@@ -26,6 +26,7 @@ final class PortReader {
     private final SocketChannel channel;
     private final Selector selector;
     private OutputSink endFor;    // under this: the sink whose end was asked for
+    private volatile long received; // bytes for the current sink
     private final String name;
     private volatile OutputSink sink;
     private volatile Runnable onEnd;
@@ -48,6 +49,12 @@ final class PortReader {
         this.onEnd = onEnd;
         this.sink = sink;
         this.endFor = null;
+        this.received = 0;
+    }
+
+    /** Whether the stream of {@code s} ended or its end was asked for. */
+    synchronized boolean endingOrEnded(OutputSink s) {
+        return sink != s || endFor == s;
     }
 
     /** The sink bytes go to now (null between processes). */
@@ -96,7 +103,9 @@ final class PortReader {
                 synchronized (this) {
                     ending = endFor;
                 }
-                if (ending != null && ports.drained(slot, role, DRAIN_QUERY)) {
+                // Nothing came for this process: the VMM never wrote to the connection, so it holds nothing back (it
+                // holds bytes only after a write found the connection full). Otherwise ask it.
+                if (ending != null && (received == 0 || ports.drained(slot, role, DRAIN_QUERY))) {
                     while (channel.read(buf) > 0) deliver(buf);
                     endIf(ending);
                     continue;
@@ -113,6 +122,7 @@ final class PortReader {
 
     private void deliver(ByteBuffer buf) {
         buf.flip();
+        received += buf.remaining();
         OutputSink s = sink;
         if (s != null) s.accept(buf.array(), 0, buf.remaining());
         else log.debug("{}: {} bytes with no process to take them", name, buf.remaining());

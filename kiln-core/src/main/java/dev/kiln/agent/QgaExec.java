@@ -44,8 +44,9 @@ final class QgaExec {
     /** Runs argv in a directory without interpolating anything: both travel as positional parameters. */
     private static final String CD_AND_EXEC = "cd \"$1\" || exit 126; shift; exec \"$@\"";
     /**
-     * Prints $1 and its descendants, each stopped first so it cannot fork more, then SIGKILLs them all; the further
-     * arguments name virtio-serial ports whose holders (an orphan still writing to a stream) die with their trees.
+     * Prints $1 (unless it is not a pid) and its descendants, each stopped first so it cannot fork more, then SIGKILLs
+     * them all; the further arguments name virtio-serial ports whose holders (the process itself when its pid is not
+     * known, an orphan still writing to a stream) die with their trees.
      * POSIX sh over /proc (busybox ash and dash alike); no pkill or ps needed.
      */
     private static final String KILL_TREE = """
@@ -59,7 +60,7 @@ final class QgaExec {
               done 2>/dev/null
               echo "$1"
             }
-            pids=$(tree "$1"); shift
+            pids=; [ "$1" -gt 0 ] 2>/dev/null && pids=$(tree "$1"); shift
             for n; do
               for f in /sys/class/virtio-ports/*/name; do
                 read -r v < "$f" && [ "$v" = "$n" ] || continue

@@ -133,7 +133,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
         Deadline deadline = Deadline.after(req.timeout());
         OutputSink.Collect out = req.onStdout() == null ? new OutputSink.Collect(COLLECT_LIMIT) : null;
         OutputSink.Collect err = req.onStderr() == null ? new OutputSink.Collect(COLLECT_LIMIT) : null;
-        PortProcess proc = p.start(req, false, out != null ? out : OutputSink.of(req.onStdout()),
+        PortProcess proc = p.start(req, false, false, out != null ? out : OutputSink.of(req.onStdout()),
                 err != null ? err : OutputSink.of(req.onStderr()), deadline);
         if (proc == null) return null;
         Integer status = proc.awaitDone(deadline);
@@ -145,11 +145,11 @@ public final class QgaGuest implements Guest, AutoCloseable {
                 problem = e;
             }
             boolean ended = proc.awaitDone(Deadline.after(Duration.ofSeconds(5))) != null;
-            if (!ended) p.retire(proc, "process " + proc.pid() + " " + req.argv() + " outlived its timeout and a kill");
+            if (!ended) p.retire(proc, "command " + req.argv() + " outlived its timeout and a kill");
             String seen = tail("stdout", out) + tail("stderr", err);
             String console = session.consoleTail();
             if (console != null && !console.isBlank()) seen += "console:\n" + console;
-            WaitTimeoutException e = new WaitTimeoutException("command " + req.argv() + " (pid " + proc.pid() + " in " + name()
+            WaitTimeoutException e = new WaitTimeoutException("command " + req.argv() + " (in " + name()
                     + ") to finish; " + (ended ? "killed it" : "killed it, but something it started still holds its output open"),
                     req.timeout(), seen);
             if (problem != null) e.addSuppressed(problem);
@@ -186,7 +186,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
             String what = " of " + req.argv() + " in " + name();
             OutputSink.Pipe out = req.onStdout() == null ? new OutputSink.Pipe(PIPE_BYTES, "the stdout" + what) : null;
             OutputSink.Pipe err = req.onStderr() == null ? new OutputSink.Pipe(PIPE_BYTES, "the stderr" + what) : null;
-            PortProcess proc = p.start(req, req.stdin() == null, out != null ? out : OutputSink.of(req.onStdout()),
+            PortProcess proc = p.start(req, true, req.stdin() == null, out != null ? out : OutputSink.of(req.onStdout()),
                     err != null ? err : OutputSink.of(req.onStderr()), Deadline.after(DEFAULT_CALL_TIMEOUT));
             if (proc != null) {
                 proc.streams(out != null ? out : InputStream.nullInputStream(), err != null ? err : InputStream.nullInputStream());
