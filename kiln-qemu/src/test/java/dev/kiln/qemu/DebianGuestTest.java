@@ -1,7 +1,9 @@
 package dev.kiln.qemu;
 
 import dev.kiln.Drive;
+import dev.kiln.ExecRequest;
 import dev.kiln.GuestImage;
+import dev.kiln.GuestProcess;
 import dev.kiln.KilnException;
 import dev.kiln.Machine;
 import dev.kiln.Snapshot;
@@ -82,6 +84,17 @@ class DebianGuestTest {
                     .isInstanceOf(dev.kiln.CommandFailedException.class).hasMessageContaining("exited 3")
                     .hasMessageContaining("to-stdout").hasMessageContaining("to-stderr");
             assertThat(vm.guest().fail("ls /no/such/dir")).contains("No such file or directory");
+
+            // Live exec under Debian's dash and udev's port names: a handle streams before its input comes.
+            try (GuestProcess p = vm.guest().start("sh", "-c", "echo first; read x; echo \"got $x in $(pwd) as $KILN_T\"")) {
+                var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.stdout(), java.nio.charset.StandardCharsets.UTF_8));
+                assertThat(out.readLine()).isEqualTo("first");
+                p.stdin().write("input\n".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+                assertThat(out.readLine()).isEqualTo("got input in / as ");
+                assertThat(p.waitFor(UNIT)).isZero();
+            }
+            assertThat(vm.guest().exec(ExecRequest.of("sh", "-c", "echo \"$(pwd) $KILN_T\"").workingDir("/srv/www").env("KILN_T", "t 1")
+                    .build()).stdoutText()).isEqualTo("/srv/www t 1\n");
         }
         assertThat(Files.getLastModifiedTime(nginx.rootDisk())).as("the image's disk").isEqualTo(baseWritten);
     }
