@@ -17,7 +17,7 @@ import java.util.OptionalInt;
 import java.util.concurrent.CompletableFuture;
 
 /** A process run by a slot of {@link PortExec}: reported by the slot's shell, streamed over the slot's ports. */
-final class PortProcess implements GuestProcess {
+final class PortProcess implements StreamingProcess {
     private static final Duration KILL_BUDGET = Duration.ofSeconds(10);
 
     private final PortExec exec;
@@ -115,9 +115,11 @@ final class PortProcess implements GuestProcess {
         if (p < 0 && notFound) throw notFoundError(); // else it ended before its exec (a directory it cannot enter)
     }
 
-    boolean wasNotFound() { return notFound; }
+    @Override
+    public boolean wasNotFound() { return notFound; }
 
-    GuestException notFoundError() {
+    @Override
+    public GuestException notFoundError() {
         return new GuestException("cannot run " + argv + " in " + exec.name() + ": '" + argv.getFirst()
                 + "' is not a command there (not found, or not executable)");
     }
@@ -150,7 +152,8 @@ final class PortProcess implements GuestProcess {
     /** Done: exited and both streams ended (or lost). */
     boolean isDone() { return done.isDone(); }
 
-    Integer awaitDone(Deadline deadline) {
+    @Override
+    public Integer awaitDone(Deadline deadline) {
         return Futures.await(done, deadline, argv.toString());
     }
 

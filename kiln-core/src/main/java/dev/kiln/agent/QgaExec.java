@@ -97,6 +97,11 @@ final class QgaExec {
 
     /** Starts the request with its output captured by the agent; returns the pid to poll. */
     long start(ExecRequest req, Deadline deadline) {
+        return start(req, true, deadline);
+    }
+
+    /** Starts the request, its output captured by the agent or not (then it goes where the command sends it). */
+    long start(ExecRequest req, boolean captureOutput, Deadline deadline) {
         String what = " of " + req.argv();
         ObjectNode args = JsonFramer.JSON.createObjectNode();
         List<String> argv = req.argv();
@@ -116,7 +121,7 @@ final class QgaExec {
             env.forEach((k, v) -> array.add(k + "=" + v));
         }
         if (req.stdin() != null) args.put("input-data", Base64.getEncoder().encodeToString(req.stdin()));
-        args.put("capture-output", true);
+        args.put("capture-output", captureOutput);
         return spawn(args, deadline, what, req.argv());
     }
 

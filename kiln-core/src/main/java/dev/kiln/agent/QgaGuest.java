@@ -117,25 +117,17 @@ public final class QgaGuest implements Guest, AutoCloseable {
     @Override
     public ExecResult exec(ExecRequest req) {
         PortExec p = ports;
-        if (p != null) {
-            ExecResult r = execOverPorts(p, req);
-            if (r != null) return r;
-        }
-        ExecResult r = exec.exec(req);
-        if (req.onStdout() != null && r.stdout().length > 0) req.onStdout().accept(r.stdout());
-        if (req.onStderr() != null && r.stderr().length > 0) req.onStderr().accept(r.stderr());
-        return r;
-    }
-
-    /** Runs the request in a free exec slot; null when all are busy. */
-    private ExecResult execOverPorts(PortExec p, ExecRequest req) {
+        if (p == null && !req.streams()) return exec.exec(req); // output at the end: the agent's own capture
         long start = System.nanoTime();
         Deadline deadline = Deadline.after(req.timeout());
         OutputSink.Collect out = req.onStdout() == null ? new OutputSink.Collect(COLLECT_LIMIT) : null;
         OutputSink.Collect err = req.onStderr() == null ? new OutputSink.Collect(COLLECT_LIMIT) : null;
-        PortProcess proc = p.start(req, false, false, out != null ? out : OutputSink.of(req.onStdout()),
-                err != null ? err : OutputSink.of(req.onStderr()), deadline);
-        if (proc == null) return null;
+        OutputSink outSink = out != null ? out : OutputSink.of(req.onStdout()), errSink = err != null ? err : OutputSink.of(req.onStderr());
+        StreamingProcess proc = p == null ? null : p.start(req, false, false, outSink, errSink, deadline);
+        if (proc == null) {
+            if (!req.streams()) return exec.exec(req); // every slot is busy
+            proc = new AgentProcess(session, exec, req, outSink, errSink);
+        }
         Integer status = proc.awaitDone(deadline);
         if (status == null) {
             RuntimeException problem = null;
@@ -145,7 +137,7 @@ public final class QgaGuest implements Guest, AutoCloseable {
                 problem = e;
             }
             boolean ended = proc.awaitDone(Deadline.after(Duration.ofSeconds(5))) != null;
-            if (!ended) p.retire(proc, "command " + req.argv() + " outlived its timeout and a kill");
+            if (!ended && proc instanceof PortProcess pp) p.retire(pp, "command " + req.argv() + " outlived its timeout and a kill");
             String seen = tail("stdout", out) + tail("stderr", err);
             String console = session.consoleTail();
             if (console != null && !console.isBlank()) seen += "console:\n" + console;
@@ -176,24 +168,21 @@ public final class QgaGuest implements Guest, AutoCloseable {
 
     /**
      * Starts the request and returns its handle at once. Over exec ports its output streams as it comes and its
-     * stdin is open (unless the request gives its bytes); without them (no ports, or all busy) the agent runs it and
-     * hands its output over when it exited.
+     * stdin is open (unless the request gives its bytes); without them (no ports, or all busy) it runs through the agent
+     * alone: its output is read from files as it grows, a poll late, and its stdin is the request's bytes.
      */
     @Override
     public GuestProcess start(ExecRequest req) {
+        String what = " of " + req.argv() + " in " + name();
+        OutputSink out = req.onStdout() == null ? new OutputSink.Pipe(PIPE_BYTES, "the stdout" + what) : OutputSink.of(req.onStdout());
+        OutputSink err = req.onStderr() == null ? new OutputSink.Pipe(PIPE_BYTES, "the stderr" + what) : OutputSink.of(req.onStderr());
         PortExec p = ports;
-        if (p != null) {
-            String what = " of " + req.argv() + " in " + name();
-            OutputSink.Pipe out = req.onStdout() == null ? new OutputSink.Pipe(PIPE_BYTES, "the stdout" + what) : null;
-            OutputSink.Pipe err = req.onStderr() == null ? new OutputSink.Pipe(PIPE_BYTES, "the stderr" + what) : null;
-            PortProcess proc = p.start(req, true, req.stdin() == null, out != null ? out : OutputSink.of(req.onStdout()),
-                    err != null ? err : OutputSink.of(req.onStderr()), Deadline.after(DEFAULT_CALL_TIMEOUT));
-            if (proc != null) {
-                proc.streams(out != null ? out : InputStream.nullInputStream(), err != null ? err : InputStream.nullInputStream());
-                return proc;
-            }
-        }
-        return new AgentProcess(exec, req);
+        PortProcess proc = p == null ? null
+                : p.start(req, true, req.stdin() == null, out, err, Deadline.after(DEFAULT_CALL_TIMEOUT));
+        if (proc == null) return new AgentProcess(session, exec, req, out, err);
+        proc.streams(out instanceof InputStream in ? in : InputStream.nullInputStream(),
+                err instanceof InputStream in ? in : InputStream.nullInputStream());
+        return proc;
     }
 
     /**
