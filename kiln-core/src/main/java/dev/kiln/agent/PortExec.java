@@ -58,11 +58,10 @@ final class PortExec {
             exec <>"$c" >&0 9>&0 2>/dev/null
             # x STATUS: reports the exit status and whether the stdout and stderr ports are free now (0) or still held
             # by something the command started (a port has one holder at a time: opening it fails while held).
-            x() { r=$1; true >"$o"; a=$?; true >"$e"; echo "x $r $a $?"; }
+            x() { st=$1; true >"$o"; a=$?; true >"$e"; echo "x $st $a $?"; }
             # r STDIN ARGV...: runs ARGV (after a check that it is a command) with the slot's stdout and stderr
             r() { f=$1; shift; ( command -v "$1" >/dev/null || { echo n >&9; exit 127; }; exec "$@" 9>&- ) <"$f" >"$o" 2>"$e"; x $?; }
-            read -r s _ < /proc/self/stat
-            echo "k $s"
+            echo "k $$"
             while read -r n; do
               s=
               while [ "$n" -gt 0 ] && IFS= read -r l; do s="$s$l
@@ -129,18 +128,32 @@ final class PortExec {
         return n;
     }
 
-    /**
-     * Ends the idle slots' guest shells and waits until they are gone, so that a saved guest holds none of its ports
-     * open; fails when a slot runs a process. The next command starts a shell again.
-     */
-    void stopShells(Deadline deadline) {
-        for (Slot s : slots) {
-            if (s.busy()) {
-                throw new GuestException(name + " runs " + busySlots() + " process(es) started over its exec ports; "
-                        + "a saved guest cannot take their handles along: close them first");
-            }
+    /** The slots whose guest shell runs, idle: a saved guest has them too. */
+    List<Integer> idleShells() {
+        List<Integer> up = new ArrayList<>();
+        for (Slot s : slots) if (s.idleShell()) up.add(s.index);
+        return up;
+    }
+
+    /** Starts the first slot's guest shell if it does not run, so that a guest saved now has one ready. */
+    void warmShell(Deadline deadline) {
+        Slot s = slots[0];
+        if (!s.tryTake()) return;
+        try {
+            s.ensureServer(deadline);
+        } finally {
+            s.free();
         }
-        for (Slot s : slots) s.stopShell(deadline);
+    }
+
+    /**
+     * Takes over the guest shells of a restored guest: those slots' shells ran, idle, when it was saved (their control
+     * ports were connected again before its state was loaded, so they read on).
+     */
+    void adoptShells(List<Integer> indices) {
+        for (int i : indices) {
+            if (i >= 0 && i < slots.length) slots[i].adopt();
+        }
     }
 
     /** Ends the slots' shells (they exit at the end of their input) and stops reading; running processes fail. */
@@ -159,9 +172,7 @@ final class PortExec {
         private PortReader stdout, stderr;
         private boolean taken;           // under this
         private boolean serverUp;        // under this
-        private long serverPid;
         private CompletableFuture<Long> serverReady;
-        private CompletableFuture<Void> shellGone;
         private volatile PortProcess current;
         private volatile String broken;
 
@@ -202,16 +213,25 @@ final class PortExec {
             send(code(req, withStdin, handle), deadline, req.argv());
             if (handle) p.awaitStarted(deadline);
             if (req.stdin() != null) {
-                p.writeStdin(req.stdin());
-                if (!stdinOpen) p.closeStdin();
+                // On a thread of its own: bytes past the connection's buffer wait for the command to read them, and one
+                // that never does (it exited) must not hold up its caller.
+                Thread.ofVirtual().name("kiln-exec-stdin-" + name).start(() -> {
+                    try {
+                        p.writeStdin(req.stdin());
+                    } catch (RuntimeException e) {
+                        if (p.isAlive()) log.debug("{}: stdin of {}: {}", name, req.argv(), e.toString());
+                    }
+                    if (!stdinOpen) p.closeStdin();
+                });
             }
             return p;
         }
 
         /**
-         * The shell code that runs argv with the slot's ports: a subshell (the one fork) finds its pid, goes to the
-         * directory, sets the environment, checks the command exists, says "p PID" (or "n": not found) and execs it;
-         * the slot's shell waits for it and says "x STATUS OUT ERR" (whether its stdout and stderr are free now).
+         * The shell code that runs argv with the slot's ports: a subshell (the one fork) goes to the directory, sets the
+         * environment, checks the command exists ("n" if not), for a handle says "p PID", and execs it; the slot's shell
+         * waits for it and says "x STATUS OUT ERR" (whether its stdout and stderr are free now). A plain command takes
+         * the short way, the server's function {@code r}.
          */
         private String code(ExecRequest req, boolean withStdin, boolean reportPid) {
             String stdin = withStdin ? "\"$i\"" : "/dev/null";
@@ -294,7 +314,7 @@ final class PortExec {
             String what = " to start the guest shell of exec slot " + index;
             long pid = session.request("guest-exec", args, by, what).path("pid").asLong();
             try {
-                serverPid = ready.get(Math.max(1, by.remainingNanos()), TimeUnit.NANOSECONDS);
+                ready.get(Math.max(1, by.remainingNanos()), TimeUnit.NANOSECONDS);
             } catch (TimeoutException e) {
                 JsonNode status = null;
                 try {
@@ -328,20 +348,15 @@ final class PortExec {
             return n.toString();
         }
 
-        /**
-         * Connects the slot's ports (they stay connected: the VMM drops what the guest writes to a port with no host
-         * end); the stream ports once, the control port again after {@link #stopShell}.
-         */
+        /** Connects the slot's ports, once (they stay connected: the VMM drops what the guest writes to a port with no host end). */
         private void connect() {
             try {
-                if (stdout == null) {
-                    stdin = ports.connect(index, Role.STDIN);
-                    stdout = new PortReader(ports, index, Role.STDOUT, name + "-" + index + "-out");
-                    stderr = new PortReader(ports, index, Role.STDERR, name + "-" + index + "-err");
-                    ports.onGuestClose(index, Role.CONTROL, this::serverGone);
-                    ports.onGuestClose(index, Role.STDOUT, () -> closedEarly(Role.STDOUT));
-                    ports.onGuestClose(index, Role.STDERR, () -> closedEarly(Role.STDERR));
-                }
+                stdin = ports.connect(index, Role.STDIN);
+                stdout = new PortReader(ports, index, Role.STDOUT, name + "-" + index + "-out");
+                stderr = new PortReader(ports, index, Role.STDERR, name + "-" + index + "-err");
+                ports.onGuestClose(index, Role.CONTROL, this::serverGone);
+                ports.onGuestClose(index, Role.STDOUT, () -> closedEarly(Role.STDOUT));
+                ports.onGuestClose(index, Role.STDERR, () -> closedEarly(Role.STDERR));
                 control = ports.connect(index, Role.CONTROL);
             } catch (IOException e) {
                 throw new GuestException("cannot connect the exec ports of slot " + index + " in " + name + ": " + e.getMessage(), null, e);
@@ -350,30 +365,13 @@ final class PortExec {
             Thread.ofVirtual().name("kiln-exec-" + name + "-" + index + "-control").start(() -> readControl(ch));
         }
 
-        /** Closes the control port's host end: the guest shell reads the end of its input and exits. */
-        void stopShell(Deadline deadline) {
-            CompletableFuture<Void> gone;
-            synchronized (this) {
-                if (!serverUp) {
-                    closeQuietly(control);
-                    control = null;
-                    return;
-                }
-                gone = shellGone = new CompletableFuture<>();
-                closeQuietly(control);
-                control = null;
-            }
-            try {
-                gone.get(Math.max(1, deadline.remainingNanos()), TimeUnit.NANOSECONDS);
-            } catch (TimeoutException e) {
-                throw new WaitTimeoutException("the guest shell of exec slot " + index + " in " + name
-                        + " to exit at the end of its input", deadline.total(), session.consoleTail());
-            } catch (ExecutionException e) {
-                throw new GuestException(e.getCause().getMessage(), null, e.getCause());
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new GuestException("interrupted while stopping the guest shell of exec slot " + index, null, e);
-            }
+        synchronized boolean idleShell() {
+            return serverUp && !taken && broken == null;
+        }
+
+        synchronized void adopt() {
+            if (control == null) connect();
+            serverUp = true;
         }
 
         private void readControl(SocketChannel ch) {
@@ -395,9 +393,6 @@ final class PortExec {
                 }
             } catch (IOException e) {
                 log.debug("{}: control port of exec slot {}: {}", name, index, e.toString());
-            }
-            synchronized (this) {
-                if (control != ch) return; // closed here (stopShell): the guest's close of the port says when it exited
             }
             // The VMM closes its end only as it exits: the machine is gone, not just the guest shell.
             vmmGone = true;
@@ -452,15 +447,12 @@ final class PortExec {
         /** The guest shell closed its control port: it exited (or the guest reset). */
         private void serverGone() {
             CompletableFuture<Long> ready;
-            CompletableFuture<Void> gone;
             PortProcess p;
             synchronized (this) {
                 serverUp = false;
                 ready = serverReady;
-                gone = shellGone;
                 p = current;
             }
-            if (gone != null) gone.complete(null);
             if (ready != null) ready.completeExceptionally(new GuestException("it closed its control port"));
             if (p != null) {
                 String why = closedReason != null ? closedReason : vmmGone ? session.vmmState()

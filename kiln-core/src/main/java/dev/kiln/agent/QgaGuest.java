@@ -18,6 +18,7 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.function.Supplier;
 
 /**
@@ -194,12 +195,20 @@ public final class QgaGuest implements Guest, AutoCloseable {
     }
 
     /**
-     * Ends the guest shells of the exec ports and waits until they exited, so that a saved guest holds none of the ports
-     * open (a restored copy starts its own); fails when a process started over them still runs.
+     * Gets a guest shell of the exec ports running (if there are ports), so that a guest saved now has one ready, and
+     * returns the slots whose shells run, idle, for {@link #adoptExecShells} on a restore of it.
      */
-    public void stopExecShells(Duration timeout) {
+    public List<Integer> readyExecShells(Duration timeout) {
         PortExec p = ports;
-        if (p != null) p.stopShells(Deadline.after(timeout));
+        if (p == null) return List.of();
+        p.warmShell(Deadline.after(timeout));
+        return p.idleShells();
+    }
+
+    /** A restored guest's exec shells, as {@link #readyExecShells} listed them when it was saved, are taken over. */
+    public void adoptExecShells(List<Integer> slots) {
+        PortExec p = ports;
+        if (p != null) p.adoptShells(slots);
     }
 
     /** How many exec slots run a process now (0 without exec ports). */

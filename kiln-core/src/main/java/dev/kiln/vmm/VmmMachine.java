@@ -89,7 +89,9 @@ public abstract class VmmMachine implements Machine {
     private static final Duration SYNC_LIMIT = Duration.ofSeconds(10);
     /** Saving a guest's memory is bounded by the disk: minutes for many GiB. */
     private static final Duration SNAPSHOT_LIMIT = Duration.ofMinutes(10);
-    private static final Duration SHELL_STOP_LIMIT = Duration.ofSeconds(30);
+    private static final Duration SHELL_LIMIT = Duration.ofSeconds(30);
+    /** Snapshot info: the exec slots whose guest shells ran, idle, in the saved guest. */
+    private static final String EXEC_SHELLS = "exec.shells";
 
     private final MachineSpec spec;
     private final VmmDriver driver;
@@ -231,6 +233,7 @@ public abstract class VmmMachine implements Machine {
             armCancellation();
             checkStartCalledOff();
             driver.bringUp(Deadline.after(spec.launchTimeout()));
+            if (from != null && driver.guest() instanceof QgaGuest agent) agent.adoptExecShells(execShells(from));
             upNanos = System.nanoTime() - startNanos;
             checkStartCalledOff();
             awaitReadiness();
@@ -248,6 +251,11 @@ public abstract class VmmMachine implements Machine {
         } catch (Throwable t) {
             throw failStart(t);
         }
+    }
+
+    private static List<Integer> execShells(Snapshot from) {
+        String listed = from.info().getOrDefault(EXEC_SHELLS, "");
+        return listed.isBlank() ? List.of() : java.util.Arrays.stream(listed.split(",")).map(Integer::valueOf).toList();
     }
 
     @Override
@@ -329,18 +337,21 @@ public abstract class VmmMachine implements Machine {
         saving.lock();
         boolean wasRunning = state() == MachineState.RUNNING;
         try {
+            List<Integer> shells = List.of();
             if (driver.guest() instanceof QgaGuest agent && wasRunning) {
+                if (agent.busyExecSlots() > 0) {
+                    throw new SnapshotException("cannot save machine " + id + ": it runs " + agent.busyExecSlots()
+                            + " process(es) started over its exec ports, whose handles a saved guest cannot take along: close them first");
+                }
                 try {
-                    call(() -> {
-                        agent.stopExecShells(SHELL_STOP_LIMIT);
-                        return null;
-                    });
+                    shells = call(() -> agent.readyExecShells(SHELL_LIMIT));
                 } catch (GuestException e) {
-                    throw new SnapshotException("cannot save machine " + id + ": " + e.getMessage(), e);
+                    LOG.warn("{}: no exec shell ready in the saved guest ({}); a restore starts its own", id, e.getMessage());
                 }
             }
             if (wasRunning) pause();
             Map<String, String> described = Snapshots.describe(spec, image, requestedDrives, driver.stateInfo());
+            described.put(EXEC_SHELLS, shells.stream().map(String::valueOf).collect(java.util.stream.Collectors.joining(",")));
             try {
                 call(() -> {
                     driver.saveState(dir.resolve(Snapshot.STATE), SNAPSHOT_LIMIT);

@@ -144,8 +144,11 @@ final class QemuArguments {
         }
         for (int i = 0; i < s.execPorts().size(); i++) {
             String chardev = "exec" + i;
-            cl.option("-chardev", QemuOption.of("socket").set("id", chardev).set("server", "on").set("wait", "off")
-                    .set("path", s.execPorts().get(i)).toString());
+            // A command's stdin: QEMU listens, so that Kiln can end it (a closed connection) and connect anew. The others:
+            // QEMU connects to Kiln at its start, so they are connected before a restored guest's state is loaded.
+            QemuOption socket = QemuOption.of("socket").set("id", chardev).set("path", s.execPorts().get(i));
+            if (QemuExecPorts.listensForKiln(i)) socket.set("server", "on").set("wait", "off");
+            cl.option("-chardev", socket.toString());
             cl.option("-device", QemuOption.of("virtserialport").set("id", QemuExecPorts.portId(i)).set("chardev", chardev)
                     .set("name", QemuExecPorts.portName(i)).toString());
         }

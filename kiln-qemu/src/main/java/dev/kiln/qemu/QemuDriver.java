@@ -78,6 +78,7 @@ final class QemuDriver implements VmmDriver {
     private final List<ServerSocketChannel> channelListeners = new ArrayList<>();
     private Path agentPath;
     private QemuExecPorts execPorts;
+    private final Map<Integer, ServerSocketChannel> execListeners = new java.util.TreeMap<>();
 
     QemuDriver(MachineSpec spec, QemuOptions options) {
         this.spec = spec;
@@ -144,7 +145,11 @@ final class QemuDriver implements VmmDriver {
             channelListeners.add(listen(UnixDomainSocketAddress.of(p)));
         }
         List<Path> execPaths = new ArrayList<>();
-        for (int i = 0; i < 4 * arguments.execSlots(); i++) execPaths.add(sockDir.resolve(id + "-x" + i + ".sock"));
+        for (int i = 0; i < 4 * arguments.execSlots(); i++) {
+            Path p = sockDir.resolve(id + "-x" + i + ".sock");
+            execPaths.add(p);
+            if (!QemuExecPorts.listensForKiln(i)) execListeners.put(i, listen(UnixDomainSocketAddress.of(p)));
+        }
         if (!execPaths.isEmpty()) execPorts = new QemuExecPorts(arguments.execSlots(), execPaths, this::qmp);
         if (options.fdPassing && options.qmp) fdMonitor = sockDir.resolve(id + "-fdmon.sock");
         fdPassing = new FdPassing(fdMonitor);
@@ -196,6 +201,9 @@ final class QemuDriver implements VmmDriver {
         }
         for (int i = 0; i < channelListeners.size(); i++) {
             channels.put(options.channels.get(i), accept(channelListeners.get(i), exit, deadline, "channel " + options.channels.get(i)));
+        }
+        for (var e : execListeners.entrySet()) {
+            execPorts.accepted(e.getKey(), accept(e.getValue(), exit, deadline, "exec port " + QemuExecPorts.portName(e.getKey())));
         }
         closeListeners();
         if (launch.restoreState() != null) {
@@ -271,7 +279,7 @@ final class QemuDriver implements VmmDriver {
         }
     }
 
-    private static void closeQuietly(SocketChannel ch) {
+    static void closeQuietly(SocketChannel ch) {
         try {
             ch.close();
         } catch (IOException ignored) {
@@ -514,6 +522,7 @@ final class QemuDriver implements VmmDriver {
         channels.values().forEach(QemuDriver::closeQuietly);
         QgaGuest g = guest;
         if (g != null) g.close(reason);
+        if (execPorts != null) execPorts.close(); // the connections no slot took
         Qmp q = qmp;
         if (q != null) q.close(reason);
     }

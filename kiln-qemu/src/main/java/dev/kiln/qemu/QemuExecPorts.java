@@ -19,7 +19,8 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.function.Supplier;
 
 /**
- * QEMU's exec ports: virtio-serial ports whose chardevs are unix sockets QEMU listens on. A guest closing a port is
+ * QEMU's exec ports: virtio-serial ports whose chardevs are unix sockets (QEMU connects to Kiln's, or listens on the
+ * stdin ports' for Kiln to connect to anew for each command). A guest closing a port is
  * QEMU's {@code VSERPORT_CHANGE} event; whether QEMU has passed on all the guest wrote to a port is its transmit queue
  * having no element in flight and none left to take ({@code x-query-virtio-queue-status}): QEMU writes an element's
  * bytes to the socket before it hands the element back.
@@ -31,6 +32,7 @@ final class QemuExecPorts implements ExecPorts {
 
     private final int slots;
     private final List<Path> sockets;
+    private final Map<Integer, SocketChannel> accepted = new ConcurrentHashMap<>();
     private final Supplier<Qmp> qmp;
     private final Map<String, List<Runnable>> closeListeners = new ConcurrentHashMap<>();
     private final Map<String, Integer> queues = new ConcurrentHashMap<>();
@@ -40,6 +42,16 @@ final class QemuExecPorts implements ExecPorts {
         this.slots = slots;
         this.sockets = List.copyOf(sockets);
         this.qmp = qmp;
+    }
+
+    /** Whether QEMU listens on port i's socket (a stdin, which Kiln connects to anew for each command), or connects. */
+    static boolean listensForKiln(int i) {
+        return i % 4 == Role.STDIN.ordinal();
+    }
+
+    /** Takes the connection QEMU made to port i's socket (for the ports QEMU connects to Kiln). */
+    void accepted(int i, SocketChannel channel) {
+        accepted.put(i, channel);
     }
 
     /** Port i of the command line: slot i / 4, role i % 4. */
@@ -75,9 +87,15 @@ final class QemuExecPorts implements ExecPorts {
 
     @Override
     public SocketChannel connect(int slot, Role role) throws IOException {
+        int i = index(slot, role);
+        if (!listensForKiln(i)) {
+            SocketChannel ch = accepted.remove(i);
+            if (ch == null) throw new IOException("QEMU's connection for port " + portName(i) + " was taken already, or never made");
+            return ch;
+        }
         SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
         try {
-            ch.connect(UnixDomainSocketAddress.of(sockets.get(index(slot, role))));
+            ch.connect(UnixDomainSocketAddress.of(sockets.get(i)));
             return ch;
         } catch (IOException e) {
             ch.close();
@@ -116,6 +134,12 @@ final class QemuExecPorts implements ExecPorts {
             if (path.equals(prefix) || path.startsWith(prefix + "/")) return devicePath = path;
         }
         throw new KilnException("QEMU lists no virtio device under " + prefix + " (x-query-virtio)");
+    }
+
+    /** Closes the connections nobody took. */
+    void close() {
+        accepted.values().forEach(QemuDriver::closeQuietly);
+        accepted.clear();
     }
 
     @Override

@@ -35,6 +35,7 @@ class TemplateTest {
     static Path dir;
     private static Snapshot template;
     private static final AtomicReference<String> templateMac = new AtomicReference<>();
+    private static final AtomicReference<String> templateShell = new AtomicReference<>();
 
     /** A guest on one end of a cable, with its state in memory (/tmp is RAM) and its clock an hour behind. */
     @BeforeAll
@@ -43,6 +44,7 @@ class TemplateTest {
             template = Snapshot.template(spec(cable.a()), dir.resolve("template"), vm -> {
                 vm.guest().succeed("echo template > /tmp/state && date -u -s @" + (Instant.now().getEpochSecond() - 3600) + " >/dev/null");
                 templateMac.set(vm.guest().succeed("cat /sys/class/net/eth0/address").strip());
+                templateShell.set(vm.guest().exec("sh", "-c", "echo $PPID").stdoutText().strip()); // the exec slot's shell
                 assertThatThrownBy(() -> vm.snapshot(dir.resolve("other"))).hasMessageContaining("is a template in the making");
             });
         }
@@ -73,6 +75,8 @@ class TemplateTest {
              Machine b = template.restore(spec(cable.b()))) {
             for (Machine clone : List.of(a, b)) {
                 assertThat(clone.guest().succeed("cat /tmp/state")).isEqualTo("template\n");
+                assertThat(clone.guest().exec("sh", "-c", "echo $PPID").stdoutText().strip())
+                        .as("the template's exec shell serves its clones: none had to start one").isEqualTo(templateShell.get());
                 long guestClock = Long.parseLong(clone.guest().succeed("date +%s").strip());
                 long now = Instant.now().getEpochSecond();
                 assertThat(guestClock).as("the clone's clock, set from the host's").isBetween(now - 1, now + 1);
