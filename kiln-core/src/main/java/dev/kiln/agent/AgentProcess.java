@@ -4,7 +4,6 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kiln.ExecRequest;
 import dev.kiln.GuestException;
-import dev.kiln.GuestProcess;
 import dev.kiln.KilnException;
 import dev.kiln.MachineClosedException;
 import dev.kiln.WaitTimeoutException;

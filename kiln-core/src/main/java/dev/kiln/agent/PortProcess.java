@@ -1,7 +1,7 @@
 package dev.kiln.agent;
 
 import dev.kiln.GuestException;
-import dev.kiln.GuestProcess;
+import dev.kiln.KilnException;
 import dev.kiln.MachineClosedException;
 import dev.kiln.WaitTimeoutException;
 import dev.kiln.support.Deadline;
@@ -86,15 +86,9 @@ final class PortProcess implements StreamingProcess {
     /** Waits at most {@code wait} for the exit report; whether it came. */
     boolean exitedWithin(Duration wait) {
         try {
-            exit.get(wait.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS);
-            return true;
-        } catch (java.util.concurrent.TimeoutException e) {
-            return false;
-        } catch (java.util.concurrent.ExecutionException e) {
-            return true;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
+            return Futures.await(exit, Deadline.after(wait), argv.toString()) != null;
+        } catch (RuntimeException e) {
+            return true; // its shell is gone: it is over for Kiln
         }
     }
 
@@ -148,9 +142,6 @@ final class PortProcess implements StreamingProcess {
             // the process ended, or the machine closed
         }
     }
-
-    /** Done: exited and both streams ended (or lost). */
-    boolean isDone() { return done.isDone(); }
 
     @Override
     public Integer awaitDone(Deadline deadline) {
@@ -214,11 +205,13 @@ final class PortProcess implements StreamingProcess {
         if (done.isDone()) return;
         try {
             kill();
+            if (awaitDone(Deadline.after(KILL_BUDGET)) == null) {
+                exec.retire(this, "process " + pid() + " " + argv + " or what it started still holds its ports after a kill");
+            }
         } catch (MachineClosedException e) {
-            return; // the machine went, and the process with it
-        }
-        if (awaitDone(Deadline.after(KILL_BUDGET)) == null && !done.isDone()) {
-            exec.retire(this, "process " + pid() + " " + argv + " or what it started still holds its ports after a kill");
+            // the machine went, and the process with it
+        } catch (KilnException e) {
+            if (!done.isCompletedExceptionally()) throw e; // else its shell is gone: there is nothing left to close
         }
     }
 
