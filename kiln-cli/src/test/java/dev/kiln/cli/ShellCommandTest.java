@@ -23,19 +23,15 @@ class ShellCommandTest {
     private final String session = "kiln-shell-test-" + ProcessHandle.current().pid();
 
     @AfterEach
-    void killSession() throws Exception {
-        tmux(false, "kill-session", "-t", session);
+    void killSession() {
+        tmux(false, "kill-server");
     }
 
     @Test
     void aTerminalGetsARawShellOfTheRightSizeThatFollowsResizesAndCtrlRightBracketLeaves() throws Exception {
         Assumptions.assumeTrue(Executables.find("tmux").isPresent(), "tmux not on PATH: install tmux to run this test");
         Assumptions.assumeTrue(Executables.find("qemu-system-x86_64").isPresent(), "qemu-system-x86_64 not on PATH");
-        String javaBin = ProcessHandle.current().info().command().orElseThrow();
-        String kiln = String.join(" ", List.of(javaBin, "--enable-native-access=ALL-UNNAMED", "-cp",
-                System.getProperty("java.class.path"), KilnCommand.class.getName(), "shell"));
-        tmux(true, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", kiln);
-        tmux(true, "set-option", "-t", session, "remain-on-exit", "on");
+        startKiln("shell");
 
         type("echo kiln-$((6 * 7))", "Enter");
         awaitScreen(s -> s.contains("kiln-42"), "the guest shell's answer");
@@ -61,7 +57,37 @@ class ShellCommandTest {
 
         type("C-]");
         awaitScreen(s -> s.contains("left the console"), "kiln leaving on Ctrl-]");
-        awaitScreen(s -> tmux(false, "display-message", "-p", "-t", session, "#{pane_dead}").strip().equals("1"), "kiln to exit");
+        awaitScreen(s -> s.contains("kiln exited 0"), "kiln to exit 0");
+    }
+
+    @Test
+    void aDebianGuestsConsoleIsItsAutologinRootShell() throws Exception {
+        Assumptions.assumeTrue(Executables.find("tmux").isPresent(), "tmux not on PATH: install tmux to run this test");
+        Assumptions.assumeTrue(Executables.find("qemu-system-x86_64").isPresent(), "qemu-system-x86_64 not on PATH");
+        startKiln("shell", "--image", "debian", "--memory", "512", "--timeout", "300");
+        awaitScreen(s -> s.contains("Ctrl-] leaves"), "kiln attached to the console");
+        // Typing is answered once the shell is there: ask until it is.
+        for (int i = 0; !screenShows(s -> s.contains("kiln-42"), Duration.ofSeconds(3)); i++) {
+            if (i == 40) awaitScreen(s -> s.contains("kiln-42"), "the guest shell's answer");
+            type("echo kiln-$((6 * 7))", "Enter");
+        }
+        type("id -un; stty size", "Enter");
+        String[] pane = tmux(true, "display-message", "-p", "-t", session, "#{pane_height} #{pane_width}").strip().split(" ");
+        awaitScreen(s -> s.contains("root") && s.contains(pane[0] + " " + pane[1]), "root, and the tty at the terminal's size");
+        type("C-]");
+        awaitScreen(s -> s.contains("left the console"), "kiln leaving on Ctrl-]");
+        awaitScreen(s -> s.contains("kiln exited 0"), "kiln to exit 0");
+    }
+
+    /** Starts `kiln ARGS` in a 100x30 tmux session; the pane says "kiln exited N" when it is done, and stays. */
+    private void startKiln(String... args) {
+        String javaBin = ProcessHandle.current().info().command().orElseThrow();
+        List<String> command = new ArrayList<>(List.of(javaBin, "--enable-native-access=ALL-UNNAMED", "-cp",
+                System.getProperty("java.class.path"), KilnCommand.class.getName()));
+        command.addAll(List.of(args));
+        String quoted = String.join(" ", command.stream().map(a -> "'" + a.replace("'", "'\\''") + "'").toList());
+        tmux(true, "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                quoted + "; echo \"kiln exited $?\"; exec sleep 600");
     }
 
     private void type(String... keys) {
@@ -90,8 +116,9 @@ class ShellCommandTest {
         return tmux(false, "capture-pane", "-p", "-J", "-S", "-200", "-t", session);
     }
 
-    private static String tmux(boolean check, String... args) {
-        List<String> command = new ArrayList<>(List.of("tmux"));
+    /** tmux on a server of the test's own (-L), with no configuration: the user's sessions are not touched. */
+    private String tmux(boolean check, String... args) {
+        List<String> command = new ArrayList<>(List.of("tmux", "-L", session, "-f", "/dev/null"));
         command.addAll(List.of(args));
         try {
             Process p = new ProcessBuilder(command).redirectErrorStream(true).start();

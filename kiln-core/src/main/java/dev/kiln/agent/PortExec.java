@@ -430,11 +430,14 @@ final class PortExec {
             PortProcess p = current;
             PortReader reader = role == Role.STDOUT ? stdout : stderr;
             OutputSink sink = reader.current();
-            if (p == null || p.pid() < 0 || sink == null) return;
+            if (p == null || sink == null) return;
             Thread.ofVirtual().name("kiln-exec-probe-" + name).start(() -> {
                 try {
                     // Most closes are the process exiting: its shell's report ends the stream then, with no probe.
-                    p.exitedWithin(REPORT_GRACE);
+                    boolean exited = p.exitedWithin(REPORT_GRACE);
+                    // Only a process known to hold its ports (a handle's reported its pid once it had them open) or one
+                    // that exited: a late event of the slot's previous process must not end a stream not yet opened.
+                    if (!exited && p.pid() < 0) return;
                     if (!reader.endingOrEnded(sink) && agentExec.portFree(ports.name(index, role), Deadline.after(PROBE_LIMIT))) {
                         reader.requestEnd(sink);
                     }
@@ -455,9 +458,12 @@ final class PortExec {
             }
             if (ready != null) ready.completeExceptionally(new GuestException("it closed its control port"));
             if (p != null) {
-                String why = closedReason != null ? closedReason : vmmGone ? session.vmmState()
-                        : "the guest shell running it ended";
-                p.serverGone(closedReason != null || vmmGone, why == null ? "the VMM closed the exec ports" : why);
+                boolean machineGone = closedReason != null || vmmGone;
+                String state = machineGone ? session.vmmState() : null; // the VMM's end and a kernel panic, when seen
+                String why = !machineGone ? "the guest shell running it ended"
+                        : closedReason == null ? (state != null ? state : "the VMM closed the exec ports")
+                        : closedReason + (state != null && !closedReason.contains(state) ? "; " + state : "");
+                p.serverGone(machineGone, why);
             }
         }
 

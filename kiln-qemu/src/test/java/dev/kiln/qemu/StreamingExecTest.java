@@ -185,6 +185,15 @@ class StreamingExecTest {
     }
 
     @Test
+    void aCommandWhoseDaemonLetsGoOfItsOutputSoonAfterReturnsThen() {
+        // The daemon holds stdout past its parent's exit, then lets go of it (as daemons do): the command is done then.
+        ExecResult r = vm.guest().exec(ExecRequest.of("sh", "-c", "(sleep 0.5; exec >/dev/null 2>&1; exec sleep 608) & echo parent")
+                .timeout(Duration.ofSeconds(30)).build());
+        assertThat(r.stdoutText()).isEqualTo("parent\n");
+        vm.guest().exec("sh", "-c", "kill $(pidof sleep)");
+    }
+
+    @Test
     void aCommandThatIsNotThereIsAClearError() {
         assertThatThrownBy(() -> vm.guest().exec("no-such-command", "x"))
                 .isInstanceOf(GuestException.class).hasMessageContaining("'no-such-command' is not a command");
