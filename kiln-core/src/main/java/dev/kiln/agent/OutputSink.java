@@ -20,16 +20,32 @@ sealed interface OutputSink permits OutputSink.Callback, OutputSink.Pipe, Output
         return new Callback(callback);
     }
 
-    record Callback(Consumer<byte[]> callback) implements OutputSink {
+    /** Hands chunks to a callback; one that throws is called no more (the rest is dropped) and its failure kept. */
+    final class Callback implements OutputSink {
+        private final Consumer<byte[]> callback;
+        private volatile RuntimeException failure;
+
+        Callback(Consumer<byte[]> callback) {
+            this.callback = callback;
+        }
+
         @Override
         public void accept(byte[] bytes, int off, int len) {
+            if (failure != null) return;
             byte[] chunk = new byte[len];
             System.arraycopy(bytes, off, chunk, 0, len);
-            callback.accept(chunk);
+            try {
+                callback.accept(chunk);
+            } catch (RuntimeException e) {
+                failure = e;
+            }
         }
 
         @Override
         public void end(String problem) {}
+
+        /** What the callback threw, if it did. */
+        RuntimeException failure() { return failure; }
     }
 
     /** Keeps up to {@code limit} bytes; past that it drops the rest and remembers that it did. */
@@ -80,8 +96,8 @@ sealed interface OutputSink permits OutputSink.Callback, OutputSink.Pipe, Output
             lock.lock();
             try {
                 while (len > 0) {
-                    while (size == ring.length && !discarded) changed.awaitUninterruptibly();
-                    if (discarded) return;
+                    while (size == ring.length && !discarded && !ended) changed.awaitUninterruptibly();
+                    if (discarded || ended) return; // ended: the stream was given up; what comes after is not its
                     int tail = (head + size) % ring.length;
                     int n = Math.min(len, Math.min(ring.length - size, ring.length - tail));
                     System.arraycopy(b, off, ring, tail, n);

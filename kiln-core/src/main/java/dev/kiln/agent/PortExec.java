@@ -56,9 +56,9 @@ final class PortExec {
             done
             [ -n "$c" ] && [ -n "$i" ] && [ -n "$o" ] && [ -n "$e" ] || exit 3
             exec <>"$c" >&0 9>&0 2>/dev/null
-            # x STATUS: reports the exit status and whether the stdout and stderr ports are free now (0) or still held
-            # by something the command started (a port has one holder at a time: opening it fails while held).
-            x() { st=$1; true >"$o"; a=$?; true >"$e"; echo "x $st $a $?"; }
+            # x STATUS: reports the exit status and whether the stdout, stderr and stdin ports are free now (0) or still
+            # held by something the command started (a port has one holder at a time: opening it fails while held).
+            x() { st=$1; true >"$o"; a=$?; true >"$e"; b=$?; true <"$i"; echo "x $st $a $b $?"; }
             # r STDIN ARGV...: runs ARGV (after a check that it is a command) with the slot's stdout and stderr
             r() { f=$1; shift; ( command -v "$1" >/dev/null || { echo n >&9; exit 127; }; exec "$@" 9>&- ) <"$f" >"$o" 2>"$e"; x $?; }
             echo "k $$"
@@ -94,14 +94,9 @@ final class PortExec {
                 throw new IllegalArgumentException("env: '" + k + "' is not a variable name the guest's shell can set");
             }
         }
+        boolean withStdin = stdinOpen || req.stdin() != null;
         for (Slot s : slots) {
-            if (!s.tryTake()) continue;
-            try {
-                return s.run(req, handle, stdinOpen, out, err, deadline);
-            } catch (RuntimeException e) {
-                s.free();
-                throw e;
-            }
+            if (s.tryTake(withStdin)) return s.run(req, handle, withStdin, stdinOpen, out, err, deadline);
         }
         return null;
     }
@@ -109,7 +104,9 @@ final class PortExec {
     /** Kills pid's tree and whatever holds the slot's stdin, stdout or stderr port (an orphan it left). */
     void killTree(PortProcess p, Deadline deadline) {
         Slot s = slots[p.slot()];
-        agentExec.killTree(p.pid(), List.of(ports.name(s.index, Role.STDIN), ports.name(s.index, Role.STDOUT),
+        // Its pid once it reported one and until it exited (then the pid may be another's); else the slot shell's children.
+        String target = p.isAlive() && p.pid() > 0 ? Long.toString(p.pid()) : s.serverPid > 0 ? "+" + s.serverPid : "-";
+        agentExec.killTree(target, List.of(ports.name(s.index, Role.STDIN), ports.name(s.index, Role.STDOUT),
                 ports.name(s.index, Role.STDERR)), deadline);
     }
 
@@ -138,7 +135,7 @@ final class PortExec {
     /** Starts the first slot's guest shell if it does not run, so that a guest saved now has one ready. */
     void warmShell(Deadline deadline) {
         Slot s = slots[0];
-        if (!s.tryTake()) return;
+        if (!s.tryTake(false)) return;
         try {
             s.ensureServer(deadline);
         } finally {
@@ -151,8 +148,9 @@ final class PortExec {
      * ports were connected again before its state was loaded, so they read on).
      */
     void adoptShells(List<Integer> indices) {
-        for (int i : indices) {
-            if (i >= 0 && i < slots.length) slots[i].adopt();
+        for (Slot s : slots) {
+            if (indices.contains(s.index)) s.adopt();
+            else s.maybeStale = true; // a shell the saved guest ran unlisted (it was saved paused) is ended first
         }
     }
 
@@ -175,13 +173,18 @@ final class PortExec {
         private CompletableFuture<Long> serverReady;
         private volatile PortProcess current;
         private volatile String broken;
+        private volatile long serverPid = -1;
+        /** A shell may run in the slot that Kiln does not know of (a failed start, a restore): end it before starting one. */
+        private volatile boolean maybeStale;
+        /** Something a command left running holds the stdin port: commands with stdin use other slots meanwhile. */
+        private volatile boolean stdinHeld;
 
         Slot(int index) {
             this.index = index;
         }
 
-        synchronized boolean tryTake() {
-            if (taken || broken != null || closedReason != null) return false;
+        synchronized boolean tryTake(boolean withStdin) {
+            if (taken || broken != null || closedReason != null || withStdin && stdinHeld) return false;
             taken = true;
             return true;
         }
@@ -196,9 +199,14 @@ final class PortExec {
         }
 
         /** Runs the request; a handle's process reports its pid first, and this returns once it did. */
-        PortProcess run(ExecRequest req, boolean handle, boolean stdinOpen, OutputSink out, OutputSink err, Deadline deadline) {
-            ensureServer(deadline);
-            boolean withStdin = stdinOpen || req.stdin() != null;
+        PortProcess run(ExecRequest req, boolean handle, boolean withStdin, boolean stdinOpen, OutputSink out, OutputSink err,
+                        Deadline deadline) {
+            try {
+                ensureServer(deadline);
+            } catch (RuntimeException e) {
+                free();
+                throw e;
+            }
             PortProcess p = new PortProcess(PortExec.this, index, req.argv(), withStdin ? stdinChannel() : null);
             int[] ended = {0};
             Runnable streamEnded = () -> {
@@ -209,8 +217,14 @@ final class PortExec {
             stdout.expect(out, streamEnded);
             stderr.expect(err, streamEnded);
             current = p;
+            try {
+                send(code(req, withStdin, handle), deadline, req.argv());
+            } catch (RuntimeException e) {
+                free();
+                throw e;
+            }
+            // Sent: the slot is this process's until it is done, whatever happens to this call.
             p.onDone(() -> release(p));
-            send(code(req, withStdin, handle), deadline, req.argv());
             if (handle) p.awaitStarted(deadline);
             if (req.stdin() != null) {
                 // On a thread of its own: bytes past the connection's buffer wait for the command to read them, and one
@@ -230,7 +244,7 @@ final class PortExec {
         /**
          * The shell code that runs argv with the slot's ports: a subshell (the one fork) goes to the directory, sets the
          * environment, checks the command exists ("n" if not), for a handle says "p PID", and execs it; the slot's shell
-         * waits for it and says "x STATUS OUT ERR" (whether its stdout and stderr are free now). A plain command takes
+         * waits for it and says "x STATUS OUT ERR IN" (whether its ports are free now). A plain command takes
          * the short way, the server's function {@code r}.
          */
         private String code(ExecRequest req, boolean withStdin, boolean reportPid) {
@@ -312,6 +326,10 @@ final class PortExec {
             for (Role r : Role.values()) arg.add(ports.name(index, r));
             Deadline by = Deadline.after(deadline.remaining().compareTo(SERVER_START) < 0 ? deadline.remaining() : SERVER_START);
             String what = " to start the guest shell of exec slot " + index;
+            // Until the new shell reports, whatever happens, one may be left running: the next start ends it first.
+            boolean stale = maybeStale;
+            maybeStale = true;
+            if (stale) agentExec.killTree("-", List.of(ports.name(index, Role.CONTROL)), by);
             long pid = session.request("guest-exec", args, by, what).path("pid").asLong();
             try {
                 ready.get(Math.max(1, by.remainingNanos()), TimeUnit.NANOSECONDS);
@@ -339,6 +357,7 @@ final class PortExec {
             }
             synchronized (this) {
                 serverUp = true;
+                maybeStale = false;
             }
         }
 
@@ -359,6 +378,11 @@ final class PortExec {
                 ports.onGuestClose(index, Role.STDERR, () -> closedEarly(Role.STDERR));
                 control = ports.connect(index, Role.CONTROL);
             } catch (IOException e) {
+                broken = "cannot connect its ports: " + e.getMessage(); // QEMU's connections are taken once: no second try
+                closeQuietly(stdin);
+                closeQuietly(control);
+                if (stdout != null) stdout.stop();
+                if (stderr != null) stderr.stop();
                 throw new GuestException("cannot connect the exec ports of slot " + index + " in " + name + ": " + e.getMessage(), null, e);
             }
             SocketChannel ch = control;
@@ -405,14 +429,19 @@ final class PortExec {
             String[] w = line.split(" ");
             try {
                 switch (w[0]) {
-                    case "k" -> { if (ready != null) ready.complete(Long.parseLong(w[1])); }
+                    case "k" -> {
+                        serverPid = Long.parseLong(w[1]);
+                        if (ready != null) ready.complete(serverPid);
+                    }
                     case "p" -> { if (p != null) p.started(Long.parseLong(w[1])); }
                     case "n" -> { if (p != null) p.notFound(); }
                     case "x" -> {
                         if (p == null) break;
-                        p.exited(Integer.parseInt(w[1]));
+                        stdinHeld = w.length > 4 && !"0".equals(w[4]);
+                        // The ends first: once it exited and its streams ended, the slot may take the next process.
                         if ("0".equals(w[2])) stdout.requestEnd(stdout.current());
                         if ("0".equals(w[3])) stderr.requestEnd(stderr.current());
+                        p.exited(Integer.parseInt(w[1]));
                     }
                     default -> log.debug("{}: exec slot {} said '{}'", name, index, line);
                 }
@@ -457,6 +486,9 @@ final class PortExec {
                 p = current;
             }
             if (ready != null) ready.completeExceptionally(new GuestException("it closed its control port"));
+            maybeStale = true;
+            if (stdout != null) stdout.abandon("the guest shell of exec slot " + index + " ended");
+            if (stderr != null) stderr.abandon("the guest shell of exec slot " + index + " ended");
             if (p != null) {
                 boolean machineGone = closedReason != null || vmmGone;
                 String state = machineGone ? session.vmmState() : null; // the VMM's end and a kernel panic, when seen

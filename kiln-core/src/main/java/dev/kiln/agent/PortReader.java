@@ -31,6 +31,8 @@ final class PortReader {
     private volatile OutputSink sink;
     private volatile Runnable onEnd;
     private volatile boolean stopped;
+    private String drainProblem; // reader thread only
+    private static final long RETRY_MILLIS = 100;
 
     PortReader(ExecPorts ports, int slot, Role role, String name) throws IOException {
         this.ports = ports;
@@ -74,8 +76,24 @@ final class PortReader {
         selector.wakeup();
     }
 
+    /** The current process's stream is lost (its shell is gone): it ends, broken, and a writer blocked on it is let go. */
+    void abandon(String reason) {
+        OutputSink s;
+        Runnable r;
+        synchronized (this) {
+            s = sink;
+            r = onEnd;
+            sink = null;
+            onEnd = null;
+            endFor = null;
+        }
+        if (s != null) s.end(reason);
+        if (r != null) r.run();
+    }
+
     void stop() {
         stopped = true;
+        if (sink instanceof OutputSink.Pipe pipe) pipe.discard(); // lets a read loop blocked on a full pipe go
         for (java.io.Closeable c : new java.io.Closeable[] {selector, channel}) { // the selector first: it wakes the reader
             try {
                 c.close();
@@ -105,12 +123,14 @@ final class PortReader {
                 }
                 // Nothing came for this process: the VMM never wrote to the connection, so it holds nothing back (it
                 // holds bytes only after a write found the connection full). Otherwise ask it.
-                if (ending != null && (received == 0 || ports.drained(slot, role, DRAIN_QUERY))) {
+                if (ending != null && (received == 0 || drained())) {
                     while (channel.read(buf) > 0) deliver(buf);
                     endIf(ending);
                     continue;
                 }
-                selector.select();
+                // Woken by bytes, an end asked for, or (while an end waits on a queue QEMU could not report) a retry.
+                if (ending != null && drainProblem != null) selector.select(RETRY_MILLIS);
+                else selector.select();
                 selector.selectedKeys().clear();
             }
         } catch (IOException | RuntimeException e) {
@@ -118,6 +138,21 @@ final class PortReader {
         }
         if (problem != null) log.debug("{}: {}", name, problem);
         end(stopped ? "the machine's exec ports closed" : problem);
+        if (!stopped) stop(); // the VMM is gone: release the connection and the selector
+    }
+
+    /** Whether QEMU's queue for the port is empty; a failed question is asked again (a QEMU without it: taken as yes). */
+    private boolean drained() {
+        try {
+            boolean d = ports.drained(slot, role, DRAIN_QUERY);
+            drainProblem = null;
+            return d;
+        } catch (RuntimeException e) {
+            if (String.valueOf(e.getMessage()).contains("CommandNotFound")) return true;
+            if (drainProblem == null) log.debug("{}: cannot ask whether the port's queue is empty: {}", name, e.toString());
+            drainProblem = e.toString();
+            return false;
+        }
     }
 
     private void deliver(ByteBuffer buf) {

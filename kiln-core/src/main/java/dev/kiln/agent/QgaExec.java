@@ -44,9 +44,9 @@ final class QgaExec {
     /** Runs argv in a directory without interpolating anything: both travel as positional parameters. */
     private static final String CD_AND_EXEC = "cd \"$1\" || exit 126; shift; exec \"$@\"";
     /**
-     * Prints $1 (unless it is not a pid) and its descendants, each stopped first so it cannot fork more, then SIGKILLs
-     * them all; the further arguments name virtio-serial ports whose holders (the process itself when its pid is not
-     * known, an orphan still writing to a stream) die with their trees.
+     * Prints $1 (a pid; +PID: that pid's children; anything else: none) and its descendants, each stopped first so it
+     * cannot fork more, then SIGKILLs them all; the further arguments name virtio-serial ports whose holders (the
+     * process itself when its pid is not known, an orphan still writing to a stream) die with their trees.
      * POSIX sh over /proc (busybox ash and dash alike); no pkill or ps needed.
      */
     private static final String KILL_TREE = """
@@ -60,7 +60,18 @@ final class QgaExec {
               done 2>/dev/null
               echo "$1"
             }
-            pids=; [ "$1" -gt 0 ] 2>/dev/null && pids=$(tree "$1"); shift
+            pids=
+            case $1 in
+              +*) # the children of a pid, each with its tree
+                for f in /proc/[0-9]*/status; do
+                  p=${f#/proc/}; p=${p%/status}
+                  while read -r k v; do
+                    if [ "$k" = PPid: ]; then [ "$v" = "${1#+}" ] && pids="$pids $(tree "$p")"; break; fi
+                  done < "$f"
+                done 2>/dev/null ;;
+              *) [ "$1" -gt 0 ] 2>/dev/null && pids=$(tree "$1") ;;
+            esac
+            shift
             for n; do
               for f in /sys/class/virtio-ports/*/name; do
                 read -r v < "$f" && [ "$v" = "$n" ] || continue
@@ -173,9 +184,14 @@ final class QgaExec {
 
     /** Kills pid and its descendants, and whatever holds the ports named; waits (within the deadline) for the killer. */
     void killTree(long pid, List<String> portNames, Deadline deadline) {
-        List<String> args = new ArrayList<>(List.of("-c", KILL_TREE, "sh", Long.toString(pid)));
+        killTree(Long.toString(pid), portNames, deadline);
+    }
+
+    /** {@link #killTree(long, List, Deadline)} with KILL_TREE's first argument: a pid, +PID for its children, or "-". */
+    void killTree(String target, List<String> portNames, Deadline deadline) {
+        List<String> args = new ArrayList<>(List.of("-c", KILL_TREE, "sh", target));
         args.addAll(portNames);
-        runQuietly(args, deadline, " to kill pid " + pid);
+        runQuietly(args, deadline, " to kill " + target + (portNames.isEmpty() ? "" : " and the holders of " + portNames));
     }
 
     /** Sends signal to pid alone. */

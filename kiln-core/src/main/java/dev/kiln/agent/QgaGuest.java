@@ -149,6 +149,12 @@ public final class QgaGuest implements Guest, AutoCloseable {
             throw e;
         }
         if (proc.wasNotFound()) throw proc.notFoundError();
+        for (OutputSink sink : new OutputSink[] {outSink, errSink}) {
+            if (sink instanceof OutputSink.Callback cb && cb.failure() != null) {
+                throw new GuestException("the " + (sink == outSink ? "onStdout" : "onStderr") + " callback of " + req.argv()
+                        + " threw " + cb.failure() + "; the rest of that stream was dropped", null, cb.failure());
+            }
+        }
         for (OutputSink.Collect c : new OutputSink.Collect[] {out, err}) {
             if (c != null && c.dropped() > 0) {
                 throw new GuestException(req.argv() + " in " + name() + " wrote more than " + (COLLECT_LIMIT >> 20) + " MiB to "

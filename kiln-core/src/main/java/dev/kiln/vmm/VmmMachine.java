@@ -8,7 +8,6 @@ import dev.kiln.ExecRequest;
 import dev.kiln.ExecResult;
 import dev.kiln.ExitStatus;
 import dev.kiln.Guest;
-import dev.kiln.GuestException;
 import dev.kiln.GuestProcess;
 import dev.kiln.GuestImage;
 import dev.kiln.KilnException;
@@ -338,15 +337,18 @@ public abstract class VmmMachine implements Machine {
         boolean wasRunning = state() == MachineState.RUNNING;
         try {
             List<Integer> shells = List.of();
-            if (driver.guest() instanceof QgaGuest agent && wasRunning) {
+            if (driver.guest() instanceof QgaGuest agent) {
                 if (agent.busyExecSlots() > 0) {
                     throw new SnapshotException("cannot save machine " + id + ": it runs " + agent.busyExecSlots()
                             + " process(es) started over its exec ports, whose handles a saved guest cannot take along: close them first");
                 }
-                try {
-                    shells = call(() -> agent.readyExecShells(SHELL_LIMIT));
-                } catch (GuestException e) {
-                    LOG.warn("{}: no exec shell ready in the saved guest ({}); a restore starts its own", id, e.getMessage());
+                // A paused guest cannot start a shell; what it runs unlisted, a restore ends before starting its own.
+                if (wasRunning) {
+                    try {
+                        shells = call(() -> agent.readyExecShells(SHELL_LIMIT));
+                    } catch (KilnException e) {
+                        LOG.warn("{}: no exec shell ready in the saved guest ({}); a restore starts its own", id, e.getMessage());
+                    }
                 }
             }
             if (wasRunning) pause();

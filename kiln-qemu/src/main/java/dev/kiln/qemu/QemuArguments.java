@@ -61,7 +61,11 @@ final class QemuArguments {
     /** Exec slots need the agent (which starts their guest shells) and QMP (their ports' events and queues). */
     int execSlots() {
         if (!agentOn() || !options.qmp) return 0;
-        return options.execSlots >= 0 ? options.execSlots : Math.clamp(spec.memoryMib() / 128, 1, 4);
+        if (options.execSlots >= 0) return options.execSlots;
+        // With the console on the same virtio-serial device (microvmPreset), some counts of ports leave the guest's
+        // hvc0 unopenable (its init then dies): by default such a machine runs commands through the agent alone.
+        boolean virtioConsole = consoleOn() && options.consoleDevice != null && options.consoleDevice.startsWith("virtconsole");
+        return virtioConsole ? 0 : Math.clamp(spec.memoryMib() / 128, 1, 4);
     }
 
     String machineType() {
@@ -122,9 +126,8 @@ final class QemuArguments {
         boolean virtioConsole = console && options.consoleDevice != null
                 && (options.consoleDevice.startsWith("virtconsole") || options.consoleDevice.startsWith("virtserialport"));
         if (agentOn() || virtioConsole || !options.channels.isEmpty() || !s.execPorts().isEmpty()) {
-            int ports = 2 + options.channels.size() + s.execPorts().size(); // and the console and the agent
             cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("id", QemuExecPorts.SERIAL_ID)
-                    .set("max_ports", Math.max(16, ports)).toString());
+                    .set("max_ports", 31).toString());
         }
         if (console) {
             cl.option("-chardev", QemuOption.of("socket").set("id", "console").set("path", s.console()).toString());
@@ -144,11 +147,11 @@ final class QemuArguments {
         }
         for (int i = 0; i < s.execPorts().size(); i++) {
             String chardev = "exec" + i;
-            // A command's stdin: QEMU listens, so that Kiln can end it (a closed connection) and connect anew. The others:
-            // QEMU connects to Kiln at its start, so they are connected before a restored guest's state is loaded.
-            QemuOption socket = QemuOption.of("socket").set("id", chardev).set("path", s.execPorts().get(i));
-            if (QemuExecPorts.listensForKiln(i)) socket.set("server", "on").set("wait", "off");
-            cl.option("-chardev", socket.toString());
+            // QEMU listens; Kiln connects when a slot is first used (after the guest's driver has set the ports up: every
+            // port connected at boot adds a message that the guest's 32 control buffers may not have room for), or,
+            // for a restore, before the state is loaded.
+            cl.option("-chardev", QemuOption.of("socket").set("id", chardev).set("server", "on").set("wait", "off")
+                    .set("path", s.execPorts().get(i)).toString());
             cl.option("-device", QemuOption.of("virtserialport").set("id", QemuExecPorts.portId(i)).set("chardev", chardev)
                     .set("name", QemuExecPorts.portName(i)).toString());
         }

@@ -78,7 +78,6 @@ final class QemuDriver implements VmmDriver {
     private final List<ServerSocketChannel> channelListeners = new ArrayList<>();
     private Path agentPath;
     private QemuExecPorts execPorts;
-    private final Map<Integer, ServerSocketChannel> execListeners = new java.util.TreeMap<>();
 
     QemuDriver(MachineSpec spec, QemuOptions options) {
         this.spec = spec;
@@ -145,11 +144,7 @@ final class QemuDriver implements VmmDriver {
             channelListeners.add(listen(UnixDomainSocketAddress.of(p)));
         }
         List<Path> execPaths = new ArrayList<>();
-        for (int i = 0; i < 4 * arguments.execSlots(); i++) {
-            Path p = sockDir.resolve(id + "-x" + i + ".sock");
-            execPaths.add(p);
-            if (!QemuExecPorts.listensForKiln(i)) execListeners.put(i, listen(UnixDomainSocketAddress.of(p)));
-        }
+        for (int i = 0; i < 4 * arguments.execSlots(); i++) execPaths.add(sockDir.resolve(id + "-x" + i + ".sock"));
         if (!execPaths.isEmpty()) execPorts = new QemuExecPorts(arguments.execSlots(), execPaths, this::qmp);
         if (options.fdPassing && options.qmp) fdMonitor = sockDir.resolve(id + "-fdmon.sock");
         fdPassing = new FdPassing(fdMonitor);
@@ -202,11 +197,16 @@ final class QemuDriver implements VmmDriver {
         for (int i = 0; i < channelListeners.size(); i++) {
             channels.put(options.channels.get(i), accept(channelListeners.get(i), exit, deadline, "channel " + options.channels.get(i)));
         }
-        for (var e : execListeners.entrySet()) {
-            execPorts.accepted(e.getKey(), accept(e.getValue(), exit, deadline, "exec port " + QemuExecPorts.portName(e.getKey())));
-        }
         closeListeners();
         if (launch.restoreState() != null) {
+            // The saved guest's exec shells read their control ports: connected before the state loads, they read on.
+            if (execPorts != null) {
+                try {
+                    execPorts.connectAll(deadline);
+                } catch (IOException e) {
+                    throw new KilnException("cannot connect the exec ports of " + id + ": " + e.getMessage(), e);
+                }
+            }
             loadState(launch.restoreState());
             // Saved paused, the guest comes back paused: it runs on unless the machine is to start paused.
             if (!options.paused) qmp.execute("cont");

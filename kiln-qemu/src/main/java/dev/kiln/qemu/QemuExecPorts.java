@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import dev.kiln.Event;
 import dev.kiln.KilnException;
 import dev.kiln.agent.ExecPorts;
+import dev.kiln.support.Deadline;
 import dev.kiln.support.JsonFramer;
 
 import java.io.IOException;
@@ -19,8 +20,7 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.function.Supplier;
 
 /**
- * QEMU's exec ports: virtio-serial ports whose chardevs are unix sockets (QEMU connects to Kiln's, or listens on the
- * stdin ports' for Kiln to connect to anew for each command). A guest closing a port is
+ * QEMU's exec ports: virtio-serial ports whose chardevs are unix sockets QEMU listens on. A guest closing a port is
  * QEMU's {@code VSERPORT_CHANGE} event; whether QEMU has passed on all the guest wrote to a port is its transmit queue
  * having no element in flight and none left to take ({@code x-query-virtio-queue-status}): QEMU writes an element's
  * bytes to the socket before it hands the element back.
@@ -44,14 +44,26 @@ final class QemuExecPorts implements ExecPorts {
         this.qmp = qmp;
     }
 
-    /** Whether QEMU listens on port i's socket (a stdin, which Kiln connects to anew for each command), or connects. */
-    static boolean listensForKiln(int i) {
-        return i % 4 == Role.STDIN.ordinal();
-    }
-
-    /** Takes the connection QEMU made to port i's socket (for the ports QEMU connects to Kiln). */
-    void accepted(int i, SocketChannel channel) {
-        accepted.put(i, channel);
+    /**
+     * Connects every port now and waits until QEMU has taken every connection ({@code query-chardev}), so that a
+     * restored guest's state loads with them connected; {@link #connect} hands them out later.
+     */
+    void connectAll(Deadline deadline) throws IOException {
+        for (int i = 0; i < sockets.size(); i++) {
+            if (!accepted.containsKey(i)) accepted.put(i, open(i));
+        }
+        Qmp q = qmp.get();
+        while (true) {
+            List<String> waiting = new java.util.ArrayList<>();
+            for (JsonNode c : q.execute("query-chardev", null, deadline.remaining())) {
+                if (c.path("label").asText().startsWith("exec") && c.path("filename").asText().startsWith("disconnected:")) {
+                    waiting.add(c.path("label").asText());
+                }
+            }
+            if (waiting.isEmpty()) return;
+            if (deadline.expired()) throw new KilnException("QEMU did not take Kiln's connections to " + waiting + " in time");
+            Thread.onSpinWait(); // QEMU takes them in its main loop, at once: ask again
+        }
     }
 
     /** Port i of the command line: slot i / 4, role i % 4. */
@@ -88,11 +100,11 @@ final class QemuExecPorts implements ExecPorts {
     @Override
     public SocketChannel connect(int slot, Role role) throws IOException {
         int i = index(slot, role);
-        if (!listensForKiln(i)) {
-            SocketChannel ch = accepted.remove(i);
-            if (ch == null) throw new IOException("QEMU's connection for port " + portName(i) + " was taken already, or never made");
-            return ch;
-        }
+        SocketChannel ready = accepted.remove(i);
+        return ready != null ? ready : open(i);
+    }
+
+    private SocketChannel open(int i) throws IOException {
         SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
         try {
             ch.connect(UnixDomainSocketAddress.of(sockets.get(i)));
@@ -136,7 +148,7 @@ final class QemuExecPorts implements ExecPorts {
         throw new KilnException("QEMU lists no virtio device under " + prefix + " (x-query-virtio)");
     }
 
-    /** Closes the connections nobody took. */
+    /** Closes the connections made by {@link #connectAll} that no slot took. */
     void close() {
         accepted.values().forEach(QemuDriver::closeQuietly);
         accepted.clear();

@@ -194,6 +194,27 @@ class StreamingExecTest {
     }
 
     @Test
+    void aCallbackThatThrowsFailsItsExecAndTheSlotsWorkOn() {
+        assertThatThrownBy(() -> vm.guest().exec(ExecRequest.of("sh", "-c", "echo one; echo two")
+                .onStdout(b -> { throw new IllegalStateException("callback broke"); }).build()))
+                .isInstanceOf(GuestException.class).hasMessageContaining("onStdout callback").hasMessageContaining("callback broke");
+        assertThat(vm.guest().exec("echo", "after").stdoutText()).isEqualTo("after\n");
+    }
+
+    @Test
+    void somethingLeftHoldingItsStdinDoesNotBreakTheNextCommandsStdin() {
+        // The background sleep inherits the handle's stdin port and keeps it after the shell exited.
+        try (GuestProcess p = vm.guest().start("sh", "-c", "sleep 609 >/dev/null 2>&1 & echo started")) {
+            assertThat(readLine(p.stdout())).isEqualTo("started");
+            assertThat(p.waitFor(WAIT)).isZero();
+        }
+        for (int i = 0; i < 3; i++) {
+            assertThat(vm.guest().exec(ExecRequest.of("cat").stdin("in " + i).build()).stdoutText()).isEqualTo("in " + i);
+        }
+        vm.guest().exec("sh", "-c", "kill $(pidof sleep)");
+    }
+
+    @Test
     void aCommandThatIsNotThereIsAClearError() {
         assertThatThrownBy(() -> vm.guest().exec("no-such-command", "x"))
                 .isInstanceOf(GuestException.class).hasMessageContaining("'no-such-command' is not a command");
@@ -207,6 +228,10 @@ class StreamingExecTest {
     void aHandleOutlivingItsMachineSaysSo() throws Exception {
         GuestProcess p;
         try (QemuMachine other = TestGuests.bootReady(QemuMachine.builder().image(TestGuests.image()))) {
+            // A first command whose time runs out while its slot's shell starts leaves nothing that breaks the next.
+            assertThatThrownBy(() -> other.guest().exec(ExecRequest.of("true").timeout(Duration.ofMillis(1)).build()))
+                    .isInstanceOf(dev.kiln.KilnException.class);
+            assertThat(other.guest().exec("echo", "next").stdoutText()).isEqualTo("next\n");
             p = other.guest().start("sleep", "600");
         }
         assertThat(p.isAlive()).isFalse();
