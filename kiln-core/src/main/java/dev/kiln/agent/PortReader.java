@@ -78,17 +78,7 @@ final class PortReader {
 
     /** The current process's stream is lost (its shell is gone): it ends, broken, and a writer blocked on it is let go. */
     void abandon(String reason) {
-        OutputSink s;
-        Runnable r;
-        synchronized (this) {
-            s = sink;
-            r = onEnd;
-            sink = null;
-            onEnd = null;
-            endFor = null;
-        }
-        if (s != null) s.end(reason);
-        if (r != null) r.run();
+        end(reason);
     }
 
     void stop() {

@@ -61,11 +61,7 @@ final class QemuArguments {
     /** Exec slots need the agent (which starts their guest shells) and QMP (their ports' events and queues). */
     int execSlots() {
         if (!agentOn() || !options.qmp) return 0;
-        if (options.execSlots >= 0) return options.execSlots;
-        // With the console on the same virtio-serial device (microvmPreset), some counts of ports leave the guest's
-        // hvc0 unopenable (its init then dies): by default such a machine runs commands through the agent alone.
-        boolean virtioConsole = consoleOn() && options.consoleDevice != null && options.consoleDevice.startsWith("virtconsole");
-        return virtioConsole ? 0 : Math.clamp(spec.memoryMib() / 128, 1, 4);
+        return options.execSlots >= 0 ? options.execSlots : Math.clamp(spec.memoryMib() / 128, 1, 4);
     }
 
     String machineType() {
@@ -125,9 +121,8 @@ final class QemuArguments {
         boolean console = consoleOn();
         boolean virtioConsole = console && options.consoleDevice != null
                 && (options.consoleDevice.startsWith("virtconsole") || options.consoleDevice.startsWith("virtserialport"));
-        if (agentOn() || virtioConsole || !options.channels.isEmpty() || !s.execPorts().isEmpty()) {
-            cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("id", QemuExecPorts.SERIAL_ID)
-                    .set("max_ports", 31).toString());
+        if (agentOn() || virtioConsole || !options.channels.isEmpty()) {
+            cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("max_ports", 16).toString());
         }
         if (console) {
             cl.option("-chardev", QemuOption.of("socket").set("id", "console").set("path", s.console()).toString());
@@ -145,6 +140,12 @@ final class QemuArguments {
             cl.option("-device", QemuOption.of("virtserialport").set("id", "chanport" + i).set("chardev", "chan" + i)
                     .set("name", options.channels.get(i)).toString());
         }
+        // The exec ports have a device of their own (beside a virtio console on one device, some counts of ports left
+        // the guest's hvc0 unopenable), made after the other ports so that theirs is the first device's bus.
+        if (!s.execPorts().isEmpty()) {
+            cl.option("-device", QemuOption.of("virtio-serial-" + mmioOrPci).set("id", QemuExecPorts.SERIAL_ID)
+                    .set("max_ports", s.execPorts().size() + 1).toString()); // port 0 stays free: it is a console's
+        }
         for (int i = 0; i < s.execPorts().size(); i++) {
             String chardev = "exec" + i;
             // QEMU listens; Kiln connects when a slot is first used (after the guest's driver has set the ports up: every
@@ -152,8 +153,8 @@ final class QemuArguments {
             // for a restore, before the state is loaded.
             cl.option("-chardev", QemuOption.of("socket").set("id", chardev).set("server", "on").set("wait", "off")
                     .set("path", s.execPorts().get(i)).toString());
-            cl.option("-device", QemuOption.of("virtserialport").set("id", QemuExecPorts.portId(i)).set("chardev", chardev)
-                    .set("name", QemuExecPorts.portName(i)).toString());
+            cl.option("-device", QemuOption.of("virtserialport").set("bus", QemuExecPorts.SERIAL_ID + ".0").set("nr", i + 1)
+                    .set("id", QemuExecPorts.portId(i)).set("chardev", chardev).set("name", QemuExecPorts.portName(i)).toString());
         }
         for (AttachedDrive d : drives) {
             // The serial is how the guest tells the disks apart: virtio-mmio devices are probed in no set order.
