@@ -49,12 +49,18 @@ final class PortExec {
      * QEMU sends at most once a second per port: the shell's own report is what ends a stream.)
      */
     private static final String SERVER = """
-            for f in /sys/class/virtio-ports/*/name; do
-              read -r v < "$f" || continue
-              p=${f%/name}; p=/dev/${p##*/}
-              case $v in "$1") c=$p ;; "$2") i=$p ;; "$3") o=$p ;; "$4") e=$p ;; esac
+            # The ports and their names come some time after the device (just after a boot or a reset): wait up to 5 s.
+            t=0
+            while :; do
+              for f in /sys/class/virtio-ports/*/name; do
+                read -r v < "$f" || continue
+                p=${f%/name}; p=/dev/${p##*/}
+                case $v in "$1") c=$p ;; "$2") i=$p ;; "$3") o=$p ;; "$4") e=$p ;; esac
+              done
+              [ -c "$c" ] && [ -c "$i" ] && [ -c "$o" ] && [ -c "$e" ] && break
+              t=$((t + 1)); [ "$t" -le 100 ] || exit 3
+              sleep 0.05
             done
-            [ -n "$c" ] && [ -n "$i" ] && [ -n "$o" ] && [ -n "$e" ] || exit 3
             exec <>"$c" >&0 9>&0 2>/dev/null
             # x STATUS: reports the exit status and whether the stdout, stderr and stdin ports are free now (0) or still
             # held by something the command started (a port has one holder at a time: opening it fails while held).
