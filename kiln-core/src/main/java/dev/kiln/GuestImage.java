@@ -14,8 +14,9 @@ import java.util.Objects;
  * What to boot: a kernel, an optional initramfs, the kernel command line the image needs and, for an image with a
  * root file system on a disk, that disk. A machine boots such an image from a copy-on-write overlay over the disk,
  * attached as its first drive with the id {@code root} (a spec's own drive named {@code root} takes its place).
+ * An image with no kernel is a bootable disk ({@link #bootableDisk}): the firmware boots whatever bootloader it holds.
  *
- * @param kernel       bzImage or uncompressed vmlinux
+ * @param kernel       bzImage or uncompressed vmlinux; null for a bootable disk
  * @param initrd       initramfs, or null
  * @param cmdline      kernel arguments the image needs (the VMM adds its own console arguments)
  * @param readyMarker  a line the image prints on its console once its agent runs, or null when it prints none
@@ -30,9 +31,29 @@ public record GuestImage(Path kernel, Path initrd, String cmdline, String readyM
     public static final String ROOT_DRIVE = "root";
 
     public GuestImage {
-        Objects.requireNonNull(kernel, "kernel");
+        if (kernel == null && rootDisk == null) throw new NullPointerException("kernel: an image without a kernel is a bootable disk, and needs one");
+        if (kernel == null && initrd != null) throw new IllegalArgumentException("initrd: a bootable disk has no initrd of its own");
         cmdline = cmdline == null ? "" : cmdline;
-        description = description == null ? kernel.toString() : description;
+        description = description == null ? (kernel != null ? kernel : rootDisk).toString() : description;
+    }
+
+    /**
+     * A disk with its own bootloader (a distribution's cloud image, an appliance, a CI golden image), booted by the
+     * firmware (SeaBIOS or UEFI, QEMU only). Kiln knows nothing of what runs in it: no ready marker, no agent; give the
+     * machine cloud-init or SSH access to reach it.
+     */
+    public static GuestImage bootableDisk(Path disk, String description) {
+        return new GuestImage(null, null, "", null, false, description, Objects.requireNonNull(disk, "disk"));
+    }
+
+    /** Whether the firmware boots this image from its disk (it has no kernel of its own). */
+    public boolean firmwareBoot() {
+        return kernel == null;
+    }
+
+    /** This image as it is, but with or without a guest agent where Kiln looks for it. */
+    public GuestImage withAgent(boolean hasAgent) {
+        return new GuestImage(kernel, initrd, cmdline, readyMarker, hasAgent, description, rootDisk);
     }
 
     /** An image without a root disk. */
@@ -60,7 +81,7 @@ public record GuestImage(Path kernel, Path initrd, String cmdline, String readyM
      * console and panic.
      */
     public GuestImage validate() {
-        check("kernel", kernel);
+        if (kernel != null) check("kernel", kernel);
         if (initrd != null) {
             check("initrd", initrd);
             checkInitrdFormat(initrd);

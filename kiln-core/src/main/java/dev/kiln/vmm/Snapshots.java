@@ -47,7 +47,7 @@ final class Snapshots {
         info.put("kernelArgs", spec.kernelArgs());
         info.put("nics", spec.nics().stream().map(Snapshots::nicKind).collect(Collectors.joining(",")));
         info.put("vsock", spec.vsockCid().map(String::valueOf).orElse("none"));
-        info.put("image.kernel", image.kernel().toString());
+        info.put("image.kernel", image.firmwareBoot() ? "none (bootable disk)" : image.kernel().toString());
         info.put("image.initrd", image.initrd() == null ? "none" : image.initrd().toString());
         info.put("image.cmdline", image.cmdline());
         info.put("drives", drives.stream().map(d -> d.id().orElseThrow()).collect(Collectors.joining(",")));
