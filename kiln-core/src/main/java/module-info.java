@@ -12,9 +12,10 @@ module dev.kiln.core {
     exports dev.kiln;
     exports dev.kiln.agent;
     exports dev.kiln.vmm;
-    exports dev.kiln.vmm.spi to dev.kiln.qemu, dev.kiln.firecracker;
+    exports dev.kiln.vmm.spi to dev.kiln.qemu, dev.kiln.firecracker, dev.kiln.ssh;
     exports dev.kiln.os to dev.kiln.image, dev.kiln.qemu, dev.kiln.firecracker, dev.kiln.junit, dev.kiln.cli;
-    exports dev.kiln.support to dev.kiln.image, dev.kiln.qemu, dev.kiln.firecracker, dev.kiln.junit, dev.kiln.cli;
+    exports dev.kiln.support to dev.kiln.image, dev.kiln.qemu, dev.kiln.firecracker, dev.kiln.junit, dev.kiln.cli, dev.kiln.ssh;
 
     uses dev.kiln.vmm.spi.MachineFactory;
+    uses dev.kiln.vmm.spi.SshConnector;
 }

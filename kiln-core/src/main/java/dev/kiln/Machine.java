@@ -89,6 +89,13 @@ public interface Machine extends AutoCloseable {
     /** The guest agent; calls on a closed machine fail with {@link MachineClosedException}. */
     Guest guest();
 
+    /**
+     * The SSH session to the guest (opened at start when it is the guest's channel, else now): port forwards, and the
+     * {@link Guest} API over SSH. Fails when the spec gives no way in ({@link SpecBuilder#cloudInit},
+     * {@link SpecBuilder#ssh}).
+     */
+    SshChannel ssh();
+
     /** What the machine boots (Kiln's default image once resolved); empty for a VMM with no guest. */
     Optional<GuestImage> image();
 

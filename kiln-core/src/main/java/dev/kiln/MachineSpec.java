@@ -45,11 +45,17 @@ public final class MachineSpec {
     private final Path consoleLog;
     private final Path workDirBase;
     private final List<BackendOptions> options;
+    private final List<Share> shares;
+    private final CloudInit cloudInit;
+    private final SshAccess sshAccess;
+    private final GuestChannel guestChannel;
+    private final Firmware firmware;
 
     MachineSpec(Backend backend, String name, GuestImage image, boolean bootsGuest, int cpus, int memoryMib,
                 String kernelArgs, List<Drive> drives, List<Nic> nics, int vsockCid, List<Probe> readiness, Duration launchTimeout,
                 Duration readyTimeout, Duration shutdownTimeout, Duration timeLimit, CompletionStage<?> cancelToken,
-                Path consoleLog, Path workDirBase, List<BackendOptions> options) {
+                Path consoleLog, Path workDirBase, List<BackendOptions> options, List<Share> shares, CloudInit cloudInit,
+                SshAccess sshAccess, GuestChannel guestChannel, Firmware firmware) {
         this.backend = backend;
         this.name = name;
         this.image = image;
@@ -69,6 +75,11 @@ public final class MachineSpec {
         this.consoleLog = consoleLog;
         this.workDirBase = workDirBase;
         this.options = List.copyOf(options);
+        this.shares = List.copyOf(shares);
+        this.cloudInit = cloudInit;
+        this.sshAccess = sshAccess;
+        this.guestChannel = guestChannel;
+        this.firmware = firmware;
         check();
     }
 
@@ -112,6 +123,16 @@ public final class MachineSpec {
                 problems.add("nics: Firecracker has no user-mode networking (nor port forwards); give it a tap with tap(device, mac)");
             }
             if (cpus > 32) problems.add("cpus: Firecracker runs at most 32 vCPUs, got " + cpus);
+            for (Share sh : shares) {
+                if (sh.transport() != Share.Transport.AUTO) {
+                    problems.add("shares: Firecracker has no virtio-fs nor 9p; " + sh.hostDir() + " can only be a read-only share (Transport.AUTO)");
+                } else if (!sh.readOnly()) {
+                    problems.add("shares: Firecracker has no shared folders (no virtio-fs, no 9p): a read-only share becomes an ext4"
+                            + " drive made from the directory, a writable one cannot be had; make " + sh.hostDir() + " read-only");
+                }
+            }
+            if (cloudInit != null) problems.add("cloudInit: Kiln writes cloud-init seeds for QEMU machines only");
+            if (firmware != Firmware.BIOS) problems.add("firmware: Firecracker boots kernels only, with no firmware");
             for (Drive d : drives) {
                 if (d.kind() == Drive.Kind.FILE && d.format().orElse(null) == Drive.Format.QCOW2) {
                     problems.add("drives: Firecracker reads raw disks only, and " + d.id().orElse("a drive")
@@ -126,6 +147,14 @@ public final class MachineSpec {
             if (!ids.add(id)) problems.add("drives: two drives are named " + id);
             Path w = d.kind() == Drive.Kind.FILE && !d.isReadOnly() ? d.file() : d.overlayFile().orElse(null);
             if (w != null && !written.add(w)) problems.add("drives: " + w + " is written by two drives");
+        }
+        Set<String> mountPoints = new HashSet<>();
+        for (Share sh : shares) if (!mountPoints.add(sh.guestPath())) problems.add("shares: two shares are mounted at " + sh.guestPath());
+        if (cloudInit != null && sshAccess != null) {
+            problems.add("ssh: give either cloudInit (Kiln makes the keys) or ssh(access) (yours), not both");
+        }
+        if (guestChannel == GuestChannel.SSH && cloudInit == null && sshAccess == null) {
+            problems.add("guestChannel: SSH needs a way in: cloudInit(...) (Kiln's key) or ssh(access)");
         }
         if (!bootsGuest && readiness != null && !readiness.isEmpty()) {
             problems.add("readiness: a machine without a guest (noGuest()) has nothing to probe");
@@ -200,6 +229,22 @@ public final class MachineSpec {
         return options.stream().filter(type::isInstance).map(type::cast).findFirst();
     }
 
+    /** The host directories shared with the guest, in order (their tags are {@link Share#tag}(index)). */
+    public List<Share> shares() { return shares; }
+
+    /** What cloud-init is to do, when the guest is configured by it. */
+    public Optional<CloudInit> cloudInit() { return Optional.ofNullable(cloudInit); }
+
+    /** How to log in over SSH without Kiln's cloud-init, if given. */
+    public Optional<SshAccess> sshAccess() { return Optional.ofNullable(sshAccess); }
+
+    public GuestChannel guestChannel() { return guestChannel; }
+
+    public Firmware firmware() { return firmware; }
+
+    /** Whether the guest can be reached over SSH (Kiln's cloud-init keys, or the spec's access). */
+    public boolean sshPossible() { return cloudInit != null || sshAccess != null; }
+
     @Override
     public String toString() {
         return "MachineSpec[" + backend.displayName() + (name != null ? ", " + name : "")
@@ -207,6 +252,9 @@ public final class MachineSpec {
                 + ", " + cpus + " vCPU, " + memoryMib + " MiB"
                 + (kernelArgs.isEmpty() ? "" : ", args '" + kernelArgs + "'")
                 + (drives.isEmpty() ? "" : ", drives " + drives) + (nics.isEmpty() ? "" : ", nics " + nics) + (vsockCid == 0 ? "" : ", vsock cid " + vsockCid)
-                + (readiness == null ? "" : ", readiness " + readiness) + "]";
+                + (readiness == null ? "" : ", readiness " + readiness) + (shares.isEmpty() ? "" : ", shares " + shares)
+                + (cloudInit == null ? "" : ", " + cloudInit) + (sshAccess == null ? "" : ", " + sshAccess)
+                + (guestChannel == GuestChannel.AUTO ? "" : ", guest channel " + guestChannel)
+                + (firmware == Firmware.BIOS ? "" : ", firmware " + firmware) + "]";
     }
 }

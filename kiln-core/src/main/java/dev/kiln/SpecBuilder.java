@@ -36,6 +36,11 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
     private Path consoleLog;
     private Path workDirBase = Path.of(System.getProperty("java.io.tmpdir"));
     private final Map<Backend, BackendOptions> options = new LinkedHashMap<>();
+    private final List<Share> shares = new ArrayList<>();
+    private CloudInit cloudInit;
+    private SshAccess sshAccess;
+    private GuestChannel guestChannel = GuestChannel.AUTO;
+    private Firmware firmware = Firmware.BIOS;
 
     protected SpecBuilder() {}
 
@@ -73,6 +78,12 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
         workDirBase = spec.workDirBase();
         options.clear();
         spec.options().forEach(o -> options.put(o.backend(), o));
+        shares.clear();
+        shares.addAll(spec.shares());
+        cloudInit = spec.cloudInit().orElse(null);
+        sshAccess = spec.sshAccess().orElse(null);
+        guestChannel = spec.guestChannel();
+        firmware = spec.firmware();
         return self();
     }
 
@@ -280,6 +291,48 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
         return self();
     }
 
+    /** Shares {@code hostDir} with the guest at {@code guestPath}, writable ({@link Share}). */
+    public B share(Path hostDir, String guestPath) {
+        return share(hostDir, guestPath, false);
+    }
+
+    /** Shares {@code hostDir} with the guest at {@code guestPath}, mounted by Kiln once the guest is ready. */
+    public B share(Path hostDir, String guestPath, boolean readOnly) {
+        return share(new Share(hostDir, guestPath, readOnly, Share.Transport.AUTO));
+    }
+
+    public B share(Share share) {
+        shares.add(Objects.requireNonNull(share, "share"));
+        return self();
+    }
+
+    /**
+     * Configures the guest with cloud-init (a NoCloud seed drive Kiln writes), and reaches it over SSH with a key Kiln
+     * makes for the machine when the image has no guest agent. QEMU only (Firecracker's guests get no seed drive yet).
+     */
+    public B cloudInit(CloudInit config) {
+        this.cloudInit = Objects.requireNonNull(config, "cloudInit");
+        return self();
+    }
+
+    /** Logs in over SSH with this access (an image with its own sshd and keys, without Kiln's cloud-init). */
+    public B ssh(SshAccess access) {
+        this.sshAccess = Objects.requireNonNull(access, "ssh");
+        return self();
+    }
+
+    /** How {@link Machine#guest()} reaches the guest (default AUTO: the agent when the image has one, else SSH). */
+    public B guestChannel(GuestChannel channel) {
+        this.guestChannel = Objects.requireNonNull(channel, "guestChannel");
+        return self();
+    }
+
+    /** What boots a bootable disk image on QEMU (default BIOS: SeaBIOS). */
+    public B firmware(Firmware firmware) {
+        this.firmware = Objects.requireNonNull(firmware, "firmware");
+        return self();
+    }
+
     /** Settings for one backend (e.g. {@code QemuOptions}), used when the spec starts there. */
     public B with(BackendOptions backendOptions) {
         Objects.requireNonNull(backendOptions, "backend options");
@@ -289,9 +342,27 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
 
     /** The settings so far as an immutable, checked spec. */
     public MachineSpec spec() {
-        return new MachineSpec(backend != null ? backend : Backend.fromEnvironment(), name, image, bootsGuest, cpus,
-                memoryMib, kernelArgs, drives, nics, vsockCid, readiness, launchTimeout, readyTimeout, shutdownTimeout,
-                timeLimit, cancelToken, consoleLog, workDirBase, List.copyOf(options.values()));
+        Backend b = backend != null ? backend : Backend.fromEnvironment();
+        return new MachineSpec(b, name, image, bootsGuest, cpus, memoryMib, kernelArgs, drives, withSshForward(b), vsockCid,
+                readiness, launchTimeout, readyTimeout, shutdownTimeout, timeLimit, cancelToken, consoleLog, workDirBase,
+                List.copyOf(options.values()), shares, cloudInit, sshAccess, guestChannel, firmware);
+    }
+
+    /**
+     * The NICs, plus user-mode networking with a forward to sshd when SSH may be used on QEMU and the spec has no tap
+     * to reach the guest on: the host then reaches sshd through a port of 127.0.0.1.
+     */
+    private List<Nic> withSshForward(Backend b) {
+        boolean ssh = cloudInit != null || sshAccess != null;
+        if (!ssh || b != Backend.QEMU || nics.stream().anyMatch(n -> n instanceof Nic.Tap)) return nics;
+        int port = sshAccess != null ? sshAccess.port() : 22;
+        List<Nic> out = new ArrayList<>(nics);
+        int i = userNetworkIndex();
+        List<Nic.Forward> forwards = new ArrayList<>(i < 0 ? List.of() : ((Nic.UserNetwork) nics.get(i)).forwards());
+        if (forwards.stream().noneMatch(f -> f.guestPort() == port)) forwards.add(new Nic.Forward(port, 0));
+        if (i < 0) out.add(new Nic.UserNetwork(forwards));
+        else out.set(i, new Nic.UserNetwork(forwards));
+        return out;
     }
 
     private static Duration positive(Duration d, String field) {

@@ -49,6 +49,8 @@ public final class UnixSocket {
 
     private static final MethodHandle SOCKET = Libc.withErrno("socket", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle CONNECT = Libc.withErrno("connect", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle BIND = Libc.withErrno("bind", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle LISTEN = Libc.withErrno("listen", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle SENDMSG = Libc.withErrno("sendmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
     private static final MethodHandle RECVMSG = Libc.withErrno("recvmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
 
@@ -56,18 +58,10 @@ public final class UnixSocket {
 
     /** Connects a close-on-exec AF_UNIX stream socket to the socket file at {@code path}. */
     public static Fd connect(Path path) {
-        byte[] name = path.toString().getBytes(StandardCharsets.UTF_8);
-        if (name.length == 0) throw new IllegalArgumentException("empty unix socket path");
-        if (name.length > MAX_PATH_BYTES)
-            throw new KilnException("unix socket path " + path + " is " + name.length + " bytes, but sockaddr_un holds at most "
-                    + MAX_PATH_BYTES + "; use a shorter directory or a relative path");
-        Fd socket = Fd.adopt((int) Libc.check(
-                Libc.call(state -> (int) SOCKET.invokeExact(state, Posix.AF_UNIX, Posix.SOCK_STREAM | Posix.SOCK_CLOEXEC, 0)),
-                "socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC)"));
+        byte[] name = socketName(path);
+        Fd socket = newSocket();
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment address = arena.allocate(SOCKADDR_UN_SIZE, 2);
-            address.set(JAVA_SHORT, 0, (short) Posix.AF_UNIX);
-            MemorySegment.copy(name, 0, address, JAVA_BYTE, SUN_PATH, name.length);
+            MemorySegment address = address(arena, name);
             int length = (int) SUN_PATH + name.length + 1;
             int number = socket.number();
             long r = Libc.call(state -> (int) CONNECT.invokeExact(state, number, address, length));
@@ -79,6 +73,47 @@ public final class UnixSocket {
             socket.close();
             throw e;
         }
+    }
+
+    /**
+     * A close-on-exec AF_UNIX stream socket listening at {@code path} (which must not exist), as an fd to hand to a
+     * child that accepts on it (a daemon started with {@code --fd}): the socket is there before the child runs.
+     */
+    public static Fd listen(Path path) {
+        byte[] name = socketName(path);
+        Fd socket = newSocket();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment address = address(arena, name);
+            int length = (int) SUN_PATH + name.length + 1, number = socket.number();
+            Libc.check(Libc.call(state -> (int) BIND.invokeExact(state, number, address, length)), "bind(" + path + ")");
+            Libc.check(Libc.call(state -> (int) LISTEN.invokeExact(state, number, 16)), "listen(" + path + ")");
+            return socket;
+        } catch (RuntimeException e) {
+            socket.close();
+            throw e;
+        }
+    }
+
+    private static byte[] socketName(Path path) {
+        byte[] name = path.toString().getBytes(StandardCharsets.UTF_8);
+        if (name.length == 0) throw new IllegalArgumentException("empty unix socket path");
+        if (name.length > MAX_PATH_BYTES)
+            throw new KilnException("unix socket path " + path + " is " + name.length + " bytes, but sockaddr_un holds at most "
+                    + MAX_PATH_BYTES + "; use a shorter directory or a relative path");
+        return name;
+    }
+
+    private static Fd newSocket() {
+        return Fd.adopt((int) Libc.check(
+                Libc.call(state -> (int) SOCKET.invokeExact(state, Posix.AF_UNIX, Posix.SOCK_STREAM | Posix.SOCK_CLOEXEC, 0)),
+                "socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC)"));
+    }
+
+    private static MemorySegment address(Arena arena, byte[] name) {
+        MemorySegment address = arena.allocate(SOCKADDR_UN_SIZE, 2);
+        address.set(JAVA_SHORT, 0, (short) Posix.AF_UNIX);
+        MemorySegment.copy(name, 0, address, JAVA_BYTE, SUN_PATH, name.length);
+        return address;
     }
 
     /**

@@ -15,7 +15,7 @@ import java.util.Set;
  * counts too, so ask when none should be (not while other tests of the JVM run machines in parallel).
  */
 public final class Leftovers {
-    private static final Set<String> VMMS = Set.of("qemu-system", "firecracker", "jailer");
+    private static final Set<String> VMMS = Set.of("qemu-system", "firecracker", "jailer", "virtiofsd");
 
     private Leftovers() {}
 

@@ -20,6 +20,7 @@ import dev.kiln.MachineState;
 import dev.kiln.Probe;
 import dev.kiln.Snapshot;
 import dev.kiln.SnapshotException;
+import dev.kiln.SshChannel;
 import dev.kiln.StartTimings;
 import dev.kiln.StateChange;
 import dev.kiln.Text;
@@ -89,6 +90,7 @@ public abstract class VmmMachine implements Machine {
     /** Saving a guest's memory is bounded by the disk: minutes for many GiB. */
     private static final Duration SNAPSHOT_LIMIT = Duration.ofMinutes(10);
     private static final Duration SHELL_LIMIT = Duration.ofSeconds(30);
+    private static final Duration SSH_CONNECT_LIMIT = Duration.ofSeconds(60);
     /** Snapshot info: the exec slots whose guest shells ran, idle, in the saved guest. */
     private static final String EXEC_SHELLS = "exec.shells";
 
@@ -98,6 +100,9 @@ public abstract class VmmMachine implements Machine {
     private final Console console;
     private final Console vmmOutput;
     private final Console.Watch panicWatch;
+    private final GuestAccess access;
+    private volatile SshChannel ssh;                             // the SSH session, once opened
+    private volatile String bootFailure;                         // the firmware's line saying it found nothing to boot
 
     private final ReentrantLock lock = new ReentrantLock();
     private MachineState state = MachineState.NEW;               // guarded by lock
@@ -137,6 +142,7 @@ public abstract class VmmMachine implements Machine {
         this.console = new Console(id);
         this.vmmOutput = new Console(id + "-vmm");
         this.panicWatch = console.watch(KERNEL_PANIC, this::onPanic);
+        this.access = new GuestAccess(spec, id);
     }
 
     @Override public final String id() { return id; }
@@ -200,6 +206,11 @@ public abstract class VmmMachine implements Machine {
             if (spec.bootsGuest()) {
                 image = spec.image().orElseGet(driver::defaultImage);
                 image.validate();
+                if (!spec.shares().isEmpty() && !image.agent() && !access.viaSsh(image)) {
+                    throw new KilnException("shares: Kiln mounts them through the guest's agent or SSH, and " + image.description()
+                            + " has no agent: give the spec cloudInit(...) or ssh(...)");
+                }
+                access.checkShares();
             }
             List<Drive> wanted = drivesOf(image);
             Snapshot from = restoring;
@@ -210,8 +221,13 @@ public abstract class VmmMachine implements Machine {
             }
             workDir = WorkDir.create(spec.workDirBase(), "kiln-" + id + "-");
             requestedDrives = drivesOf(image);
+            if (spec.bootsGuest()) {
+                wanted = new ArrayList<>(wanted);
+                wanted.addAll(access.extraDrives(workDir, !driver.sharedFolders()));
+            }
             driveSpecs = List.copyOf(wanted);
             drives = PreparedDrives.prepare(wanted, workDir, driver.rawDrivesOnly());
+            for (String literal : driver.bootFailures(image)) watchBootFailure(literal);
             Launch.SocketPair output = Launch.socketPair(workDir, "vmm-output");
             try {
                 vmmOutput.attach(output.ours());
@@ -250,6 +266,18 @@ public abstract class VmmMachine implements Machine {
         } catch (Throwable t) {
             throw failStart(t);
         }
+    }
+
+    /** Fails the start at once when the firmware says it found nothing to boot, instead of waiting out the ready timeout. */
+    private void watchBootFailure(String literal) {
+        Console.Watch[] watch = new Console.Watch[1];
+        watch[0] = console.watch(literal, () -> {
+            // On the console's reader: note the line, and call the start off elsewhere.
+            if (bootFailure != null || state() != MachineState.STARTING) return;
+            bootFailure = watch[0].line().orElse(literal).strip();
+            Thread.ofVirtual().name("kiln-boot-failure-" + id).start(() ->
+                    callOffStart("machine " + id + ": the firmware found nothing to boot (" + bootFailure + ")"));
+        });
     }
 
     private static List<Integer> execShells(Snapshot from) {
@@ -330,6 +358,10 @@ public abstract class VmmMachine implements Machine {
     private Snapshot save(Path dir, boolean asTemplate) {
         requireLive("snapshot()");
         if (image == null) throw new KilnException("snapshot(): machine " + id + " has no guest to save");
+        if (spec.cloudInit().isPresent() || spec.sshAccess().isPresent() || !spec.shares().isEmpty()) {
+            throw new SnapshotException("cannot save machine " + id + ": a guest with cloud-init, SSH access or shares cannot be"
+                    + " saved yet (its SSH keys and share devices would not carry over to a restore)");
+        }
         requireSnapshots();
         boolean made = asTemplate ? templateDirMade : !Files.exists(dir);
         if (!asTemplate) makeEmptyDir(dir, "a snapshot");
@@ -426,11 +458,42 @@ public abstract class VmmMachine implements Machine {
             probes = probes.stream().flatMap(p -> p == Probe.imageReady() ? restored.stream() : java.util.stream.Stream.of(p)).toList();
         }
         Deadline deadline = Deadline.after(spec.readyTimeout());
+        if (access.viaSsh(image)) ssh = call(() -> openSsh(deadline.remaining()));
         for (Probe p : probes) {
             call(() -> {
                 p.await(this, deadline.remaining());
                 return null;
             });
+        }
+        if (restoring == null && spec.cloudInit().isPresent()) {
+            call(() -> {
+                access.awaitCloudInit(guest(), deadline.remaining());
+                return null;
+            });
+        }
+        if (!spec.shares().isEmpty()) {
+            call(() -> {
+                access.mountShares(guest(), drives.attached(), ssh != null ? ssh.user() : "root", deadline.remaining());
+                return null;
+            });
+        }
+    }
+
+    private SshChannel openSsh(Duration timeout) {
+        return access.connect(() -> driver.hostAddress(access.sshPort()), timeout, () -> consoleSection());
+    }
+
+    @Override
+    public final SshChannel ssh() {
+        SshChannel s = ssh;
+        if (s != null) return s;
+        requireLive("ssh()");
+        if (!spec.sshPossible()) {
+            throw new KilnException("machine " + id + " has no SSH access: give its spec cloudInit(...) (Kiln's key) or ssh(access)");
+        }
+        synchronized (access) {
+            if (ssh == null) ssh = call(() -> openSsh(SSH_CONNECT_LIMIT));
+            return ssh;
         }
     }
 
@@ -452,7 +515,9 @@ public abstract class VmmMachine implements Machine {
         if (t instanceof MachineClosedException m) return m;
         if (t instanceof LaunchException l) return l;
         String panic = panicWatch.line().map(l -> "; the guest kernel panicked (" + l + ")").orElse("");
-        return new LaunchException(vmm() + " launch of " + id + " failed: " + t.getMessage() + panic,
+        String why = bootFailure != null ? "the firmware found nothing to boot on " + image.description() + " (its console: '"
+                + bootFailure + "'); is the disk bootable, and for this firmware (" + spec.firmware() + ")?" : t.getMessage();
+        return new LaunchException(vmm() + " launch of " + id + " failed: " + why + panic,
                 driver.commandLine(), code, finalLog + consoleSection(), t);
     }
 
@@ -594,7 +659,7 @@ public abstract class VmmMachine implements Machine {
 
     @Override
     public final Guest guest() {
-        Guest g = driver.guest();
+        Guest g = ssh != null && (access.viaSsh(image) || driver.guest() == null) ? ssh : driver.guest();
         if (g == null) {
             throw new KilnException("machine " + id + " has no guest agent"
                     + (state() == MachineState.NEW ? " yet: start it first" : " (its image runs none, or it boots no guest)"));
@@ -859,6 +924,8 @@ public abstract class VmmMachine implements Machine {
 
     private void releaseEverything(String closedBecause) {
         List<String> problems = new ArrayList<>();
+        SshChannel session = ssh;
+        if (session != null) attempt(problems, session::close);
         attempt(problems, () -> driver.disconnect(closedBecause));
         VmmProcess p = process;
         if (p != null) {

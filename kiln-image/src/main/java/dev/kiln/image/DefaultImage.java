@@ -52,7 +52,7 @@ public final class DefaultImage {
     static final String AGENT = "/usr/sbin/qemu-ga";
     /** Drivers the image ships (unless built into the kernel); init loads those whose devices exist. */
     static final List<String> MODULES = List.of("virtio_mmio", "virtio_pci", "virtio_console", "virtio_rng",
-            "virtio_net", "virtio_blk", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport");
+            "virtio_net", "virtio_blk", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "virtiofs");
     /**
      * Uncompressed boots faster under TCG on microvm than gzip (8.7 vs 3.7 MiB; medians of 5, KILN-READY 2.59 vs
      * 2.87 s): the emulated inflate costs more than copying the bytes. See InitramfsCompressionBench.

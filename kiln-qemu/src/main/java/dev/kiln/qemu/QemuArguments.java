@@ -3,6 +3,7 @@ package dev.kiln.qemu;
 import dev.kiln.GuestImage;
 import dev.kiln.MachineSpec;
 import dev.kiln.Nic;
+import dev.kiln.Share;
 import dev.kiln.support.HostCpu;
 import dev.kiln.vmm.spi.AttachedDrive;
 import dev.kiln.vmm.spi.Launch;
@@ -25,7 +26,8 @@ final class QemuArguments {
 
     /** Where Kiln listens or QEMU serves, and the fd numbers QEMU gets its inherited files at. */
     record Sockets(Path qmp, Path console, Path agent, List<Path> channels, Path fdMonitor,
-                   List<Integer> socketNicFds, List<Integer> addedFileFds, List<Path> execPorts) {}
+                   List<Integer> socketNicFds, List<Integer> addedFileFds, List<Path> execPorts, List<Path> shareSockets,
+                   Path uefiCode, Path uefiVars) {}
 
     private final MachineSpec spec;
     private final QemuOptions options;
@@ -55,7 +57,23 @@ final class QemuArguments {
     }
 
     boolean agentOn() {
-        return options.agent != null ? options.agent : image != null;
+        // A bootable disk brings its own software: its agent port only when it says it runs the agent.
+        return options.agent != null ? options.agent : image != null && (image.agent() || !image.firmwareBoot());
+    }
+
+    /** Whether the firmware boots the image's disk (no kernel on the command line). */
+    boolean firmwareBoot() {
+        return image != null && image.firmwareBoot();
+    }
+
+    /** Whether share {@code index} is served by virtiofsd (else by QEMU's 9p). */
+    boolean virtiofs(int index) {
+        return spec.shares().get(index).transport() != Share.Transport.NINE_P;
+    }
+
+    boolean anyVirtiofs() {
+        for (int i = 0; i < spec.shares().size(); i++) if (virtiofs(i)) return true;
+        return false;
     }
 
     /** Exec slots need the agent (which starts their guest shells) and QMP (their ports' events and queues). */
@@ -66,6 +84,8 @@ final class QemuArguments {
 
     String machineType() {
         if (options.machineType != null) return options.machineType;
+        // graphics=off: SeaBIOS then prints on the serial console (its boot failures too).
+        if (firmwareBoot()) return "q35,graphics=off";
         return image != null ? "microvm,rtc=on,isa-serial=on" : null;
     }
 
@@ -110,7 +130,21 @@ final class QemuArguments {
                     .set("size", spec.memoryMib() + "M").set("share", memory.shared() ? "on" : "off").toString());
             machine = (machine != null ? machine + "," : "") + "memory-backend=" + RAM_ID;
         }
+        if (memory == null && anyVirtiofs()) {
+            // virtiofsd reads and writes the guest's buffers itself: the RAM must be memory it can map too.
+            cl.option("-object", QemuOption.of("memory-backend-memfd").set("id", RAM_ID).set("size", spec.memoryMib() + "M")
+                    .set("share", "on").toString());
+            machine = (machine != null ? machine + "," : "") + "memory-backend=" + RAM_ID;
+        }
         if (machine != null) cl.option("-machine", machine);
+        // virtiofsd serves modern virtio only, and microvm's virtio-mmio devices are legacy unless told otherwise.
+        if (isMicrovm() && anyVirtiofs()) cl.option("-global", "virtio-mmio.force-legacy=false");
+        if (s.uefiVars() != null) {
+            cl.option("-drive", QemuOption.of(null).set("if", "pflash").set("format", "raw").set("unit", 0).set("readonly", "on")
+                    .set("file", s.uefiCode()).toString());
+            cl.option("-drive", QemuOption.of(null).set("if", "pflash").set("format", "raw").set("unit", 1)
+                    .set("file", s.uefiVars()).toString());
+        }
         cl.option("-accel", accel.qemuName());
         if (accel == Accelerator.KVM) cl.option("-cpu", "host");
         cl.option("-m", Integer.toString(spec.memoryMib()));
@@ -160,11 +194,27 @@ final class QemuArguments {
             // The serial is how the guest tells the disks apart: virtio-mmio devices are probed in no set order.
             cl.option("-drive", QemuOption.of(null).set("file", d.file()).set("if", "none").set("id", "drive-" + d.id())
                     .set("format", d.format().qemuName()).set("readonly", d.readOnly() ? "on" : "off").toString());
-            cl.option("-device", QemuOption.of("virtio-blk-" + mmioOrPci).set("drive", "drive-" + d.id()).set("serial", d.id()).toString());
+            QemuOption blk = QemuOption.of("virtio-blk-" + mmioOrPci).set("drive", "drive-" + d.id()).set("serial", d.id());
+            if (firmwareBoot() && d.id().equals(GuestImage.ROOT_DRIVE)) blk.set("bootindex", 0);
+            cl.option("-device", blk.toString());
+        }
+        for (int i = 0; i < spec.shares().size(); i++) {
+            Share share = spec.shares().get(i);
+            String id = "fs" + i;
+            if (virtiofs(i)) {
+                cl.option("-chardev", QemuOption.of("socket").set("id", id).set("path", s.shareSockets().get(i)).toString());
+                cl.option("-device", QemuOption.of(isMicrovm() ? "vhost-user-fs-device" : "vhost-user-fs-pci").set("chardev", id)
+                        .set("tag", Share.tag(i)).toString());
+            } else {
+                QemuOption fsdev = QemuOption.of("local").set("id", id).set("path", share.hostDir()).set("security_model", "none");
+                if (share.readOnly()) fsdev.set("readonly", "on");
+                cl.option("-fsdev", fsdev.toString());
+                cl.option("-device", QemuOption.of("virtio-9p-" + mmioOrPci).set("fsdev", id).set("mount_tag", Share.tag(i)).toString());
+            }
         }
         spec.vsockCid().ifPresent(cid -> cl.option("-device", QemuOption.of("vhost-vsock-" + mmioOrPci).set("guest-cid", cid).toString()));
         if (image != null) {
-            if (!kernelLeftOff()) {
+            if (!kernelLeftOff() && !firmwareBoot()) {
                 cl.option("-kernel", image.kernel().toString());
                 if (image.initrd() != null) cl.option("-initrd", image.initrd().toString());
                 cl.option("-append", kernelCmdline());

@@ -78,6 +78,7 @@ final class QemuDriver implements VmmDriver {
     private final List<ServerSocketChannel> channelListeners = new ArrayList<>();
     private Path agentPath;
     private QemuExecPorts execPorts;
+    private final List<VmmProcess> shareDaemons = new ArrayList<>();
 
     QemuDriver(MachineSpec spec, QemuOptions options) {
         this.spec = spec;
@@ -112,7 +113,20 @@ final class QemuDriver implements VmmDriver {
                         + " (ip tuntap add " + tap.device() + " mode tap)");
             }
         }
+        if (spec.firmware() == dev.kiln.Firmware.UEFI) Ovmf.find();
+        if (spec.shares().stream().anyMatch(sh -> sh.transport() != dev.kiln.Share.Transport.NINE_P)) Virtiofsd.find();
         accel = options.accelerator.resolve();
+    }
+
+    @Override
+    public boolean sharedFolders() {
+        return true;
+    }
+
+    /** What the firmware prints when the disk does not boot: SeaBIOS's last line, and OVMF falling back to its shell. */
+    @Override
+    public List<String> bootFailures(GuestImage image) {
+        return image != null && image.firmwareBoot() ? List.of("No bootable device.", "UEFI Interactive Shell") : List.of();
     }
 
     @Override
@@ -148,6 +162,14 @@ final class QemuDriver implements VmmDriver {
         if (!execPaths.isEmpty()) execPorts = new QemuExecPorts(arguments.execSlots(), execPaths, this::qmp);
         if (options.fdPassing && options.qmp) fdMonitor = sockDir.resolve(id + "-fdmon.sock");
         fdPassing = new FdPassing(fdMonitor);
+        List<Path> shareSockets = startShareDaemons(sockDir);
+        Path uefiCode = null, uefiVars = null;
+        if (arguments.firmwareBoot() && spec.firmware() == dev.kiln.Firmware.UEFI) {
+            Ovmf ovmf = Ovmf.find();
+            uefiCode = ovmf.code();
+            uefiVars = workDir.resolve("uefi-vars.fd"); // the machine's own: the firmware writes its boot entries there
+            Files.copy(ovmf.vars(), uefiVars);
+        }
 
         List<Fd> inherited = new ArrayList<>();
         List<Fd> opened = new ArrayList<>();
@@ -165,13 +187,45 @@ final class QemuDriver implements VmmDriver {
                 inherited.add(fd);
             }
             commandLine = arguments.build(new QemuArguments.Sockets(qmpPath, consolePath, agentPath, channelPaths, fdMonitor,
-                    nicFds, fileFds, execPaths));
+                    nicFds, fileFds, execPaths, shareSockets, uefiCode, uefiVars));
             LOG.debug("{}: accelerator {}; launching {}", id, accel, String.join(" ", commandLine));
             process = launch.spawn(commandLine, null, inherited, "");
             return process;
         } finally {
             opened.forEach(Fd::close); // QEMU has its own copies
         }
+    }
+
+    /**
+     * Starts a virtiofsd under the lifeline for each virtio-fs share, on a socket Kiln made and listens on already (the
+     * daemon gets its fd), so QEMU can connect the moment it starts; null in the list for a 9p share. The daemons end
+     * when QEMU lets go of them, and at the latest with the machine.
+     */
+    private List<Path> startShareDaemons(Path sockDir) {
+        List<Path> sockets = new ArrayList<>();
+        if (launch.memory() != null && arguments.anyVirtiofs()) {
+            throw new KilnException("shares: a machine whose memory is a file (a template or its clone) cannot have virtio-fs shares;"
+                    + " use Share.Transport.NINE_P or boot it");
+        }
+        for (int i = 0; i < spec.shares().size(); i++) {
+            if (!arguments.virtiofs(i)) {
+                sockets.add(null);
+                continue;
+            }
+            Path socket = sockDir.resolve(id + "-fs" + i + ".sock");
+            Fd listening = dev.kiln.os.UnixSocket.listen(socket);
+            try {
+                List<String> cmd = Virtiofsd.command(Virtiofsd.find(), spec.shares().get(i), VmmProcess.childFdOf(0));
+                LOG.debug("{}: share {}: {}", id, i, String.join(" ", cmd));
+                synchronized (shareDaemons) {
+                    shareDaemons.add(launch.spawn(cmd, null, List.of(listening), ""));
+                }
+            } finally {
+                listening.close(); // the daemon has its own copy
+            }
+            sockets.add(socket);
+        }
+        return sockets;
     }
 
     private ServerSocketChannel listen(SocketAddress address) throws IOException {
@@ -529,7 +583,26 @@ final class QemuDriver implements VmmDriver {
 
     @Override
     public void removeLeftovers() {
-        // everything QEMU needs lives in the work dir (or sockDir, whose sockets are removed once connected)
+        // Everything QEMU needs lives in the work dir (or sockDir, whose sockets are removed once connected); the share
+        // daemons end once QEMU has gone, or are ended here.
+        synchronized (shareDaemons) {
+            for (VmmProcess d : shareDaemons) {
+                if (d.awaitExit(Duration.ofSeconds(2)).isEmpty()) d.kill();
+                d.awaitExit(Duration.ofSeconds(30));
+                d.releaseLifeline();
+            }
+            shareDaemons.clear();
+        }
+        if (launch != null) {
+            for (int i = 0; i < spec.shares().size(); i++) {
+                Path sockDir = options.sockDir != null ? options.sockDir : launch.workDir();
+                try {
+                    Files.deleteIfExists(sockDir.resolve(id + "-fs" + i + ".sock"));
+                } catch (IOException ignored) {
+                    // in the work dir unless sockDir is set: best effort
+                }
+            }
+        }
     }
 
     /**

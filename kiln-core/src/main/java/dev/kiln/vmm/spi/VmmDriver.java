@@ -44,6 +44,16 @@ public interface VmmDriver {
     /** Connects to the spawned VMM and brings the machine up (configures it, boots the guest), within the deadline. */
     void bringUp(Deadline deadline) throws IOException;
 
+    /** Whether the VMM can share host directories itself (virtio-fs, 9p); else a read-only share becomes an ext4 drive. */
+    default boolean sharedFolders() {
+        return false;
+    }
+
+    /** Literal console lines that mean the firmware found nothing to boot: the start fails at once with the line. */
+    default List<String> bootFailures(GuestImage image) {
+        return List.of();
+    }
+
     /** The full command line of the launch (wrappers included); empty before {@link #spawn}. */
     List<String> commandLine();
 
