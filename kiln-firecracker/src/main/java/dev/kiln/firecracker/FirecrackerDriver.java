@@ -391,6 +391,10 @@ final class FirecrackerDriver implements VmmDriver {
     /** Boot source (the kernel as an ELF vmlinux, extracted once and cached), initrd and machine size from the spec. */
     private void configureGuest() {
         GuestImage image = launch.image();
+        if (image.firmwareBoot()) {
+            throw new KilnException("Firecracker boots a kernel, with no firmware, and " + image.description()
+                    + " is a bootable disk with none of its own: boot it on QEMU, or give the image a kernel");
+        }
         Path vmlinux = Vmlinux.cached(image.kernel(), KilnCache.root().resolve("vmlinux"));
         List<String> args = new ArrayList<>(List.of("console=ttyS0", "reboot=k", "panic=1"));
         if (image.agent()) args.addAll(List.of("kiln.agent=vsock", "kiln.agent_port=" + agentPort()));
