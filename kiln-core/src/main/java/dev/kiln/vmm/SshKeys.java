@@ -13,7 +13,6 @@ import java.security.PrivateKey;
 import java.security.PublicKey;
 import java.security.interfaces.ECPublicKey;
 import java.security.spec.ECGenParameterSpec;
-import java.util.Arrays;
 import java.util.Base64;
 
 /**
@@ -84,9 +83,5 @@ public final class SshKeys {
         out.write(b.length >>> 8);
         out.write(b.length);
         out.writeBytes(b);
-    }
-
-    static boolean same(PublicKey a, PublicKey b) {
-        return Arrays.equals(a.getEncoded(), b.getEncoded());
     }
 }
