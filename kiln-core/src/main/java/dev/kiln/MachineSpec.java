@@ -50,12 +50,13 @@ public final class MachineSpec {
     private final SshAccess sshAccess;
     private final GuestChannel guestChannel;
     private final Firmware firmware;
+    private final java.net.InetSocketAddress sshAt;
 
     MachineSpec(Backend backend, String name, GuestImage image, boolean bootsGuest, int cpus, int memoryMib,
                 String kernelArgs, List<Drive> drives, List<Nic> nics, int vsockCid, List<Probe> readiness, Duration launchTimeout,
                 Duration readyTimeout, Duration shutdownTimeout, Duration timeLimit, CompletionStage<?> cancelToken,
                 Path consoleLog, Path workDirBase, List<BackendOptions> options, List<Share> shares, CloudInit cloudInit,
-                SshAccess sshAccess, GuestChannel guestChannel, Firmware firmware) {
+                SshAccess sshAccess, GuestChannel guestChannel, Firmware firmware, java.net.InetSocketAddress sshAt) {
         this.backend = backend;
         this.name = name;
         this.image = image;
@@ -80,6 +81,7 @@ public final class MachineSpec {
         this.sshAccess = sshAccess;
         this.guestChannel = guestChannel;
         this.firmware = firmware;
+        this.sshAt = sshAt;
         check();
     }
 
@@ -153,6 +155,7 @@ public final class MachineSpec {
         if (cloudInit != null && sshAccess != null) {
             problems.add("ssh: give either cloudInit (Kiln makes the keys) or ssh(access) (yours), not both");
         }
+        if (sshAt != null && cloudInit == null && sshAccess == null) problems.add("sshAt: SSH needs a way in: cloudInit(...) or ssh(access)");
         if (guestChannel == GuestChannel.SSH && cloudInit == null && sshAccess == null) {
             problems.add("guestChannel: SSH needs a way in: cloudInit(...) (Kiln's key) or ssh(access)");
         }
@@ -241,6 +244,9 @@ public final class MachineSpec {
     public GuestChannel guestChannel() { return guestChannel; }
 
     public Firmware firmware() { return firmware; }
+
+    /** Where the host reaches the guest's sshd directly, when the spec says ({@link SpecBuilder#sshAt}). */
+    public Optional<java.net.InetSocketAddress> sshAt() { return Optional.ofNullable(sshAt); }
 
     /** Whether the guest can be reached over SSH (Kiln's cloud-init keys, or the spec's access). */
     public boolean sshPossible() { return cloudInit != null || sshAccess != null; }

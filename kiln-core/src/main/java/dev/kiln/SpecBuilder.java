@@ -41,6 +41,7 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
     private SshAccess sshAccess;
     private GuestChannel guestChannel = GuestChannel.AUTO;
     private Firmware firmware = Firmware.BIOS;
+    private java.net.InetSocketAddress sshAt;
 
     protected SpecBuilder() {}
 
@@ -84,6 +85,7 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
         sshAccess = spec.sshAccess().orElse(null);
         guestChannel = spec.guestChannel();
         firmware = spec.firmware();
+        sshAt = spec.sshAt().orElse(null);
         return self();
     }
 
@@ -321,6 +323,15 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
         return self();
     }
 
+    /**
+     * Where the host reaches the guest's sshd directly: its address on a tap or cable (set it with cloud-init's
+     * network-config, say). Default: a forwarded port of 127.0.0.1 on user-mode networking, added when needed.
+     */
+    public B sshAt(java.net.InetSocketAddress address) {
+        this.sshAt = Objects.requireNonNull(address, "sshAt");
+        return self();
+    }
+
     /** How {@link Machine#guest()} reaches the guest (default AUTO: the agent when the image has one, else SSH). */
     public B guestChannel(GuestChannel channel) {
         this.guestChannel = Objects.requireNonNull(channel, "guestChannel");
@@ -345,16 +356,16 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
         Backend b = backend != null ? backend : Backend.fromEnvironment();
         return new MachineSpec(b, name, image, bootsGuest, cpus, memoryMib, kernelArgs, drives, withSshForward(b), vsockCid,
                 readiness, launchTimeout, readyTimeout, shutdownTimeout, timeLimit, cancelToken, consoleLog, workDirBase,
-                List.copyOf(options.values()), shares, cloudInit, sshAccess, guestChannel, firmware);
+                List.copyOf(options.values()), shares, cloudInit, sshAccess, guestChannel, firmware, sshAt);
     }
 
     /**
-     * The NICs, plus user-mode networking with a forward to sshd when SSH may be used on QEMU and the spec has no tap
-     * to reach the guest on: the host then reaches sshd through a port of 127.0.0.1.
+     * The NICs, plus user-mode networking with a forward to sshd when SSH may be used on QEMU and the spec names no
+     * address to reach it at: the host then reaches sshd through a port of 127.0.0.1.
      */
     private List<Nic> withSshForward(Backend b) {
         boolean ssh = cloudInit != null || sshAccess != null;
-        if (!ssh || b != Backend.QEMU || nics.stream().anyMatch(n -> n instanceof Nic.Tap)) return nics;
+        if (!ssh || b != Backend.QEMU || sshAt != null) return nics;
         int port = sshAccess != null ? sshAccess.port() : 22;
         List<Nic> out = new ArrayList<>(nics);
         int i = userNetworkIndex();

@@ -1,6 +1,9 @@
 package dev.kiln.cli;
 
 import dev.kiln.Backend;
+import dev.kiln.CloudInit;
+import dev.kiln.Firmware;
+import dev.kiln.Share;
 import dev.kiln.GuestImage;
 import dev.kiln.Kiln;
 import dev.kiln.Machine;
@@ -35,6 +38,17 @@ final class GuestOptions {
 
     @picocli.CommandLine.ArgGroup(exclusive = false)
     ImageCommand.DebianOptions debian = new ImageCommand.DebianOptions();
+
+    @Option(names = "--disk", description = "QEMU: boot this bootable disk (a cloud image, an appliance) by its firmware,"
+            + " through an overlay; Kiln configures it with cloud-init and reaches it over SSH")
+    Path disk;
+
+    @Option(names = "--uefi", description = "with --disk: boot by UEFI (OVMF) instead of SeaBIOS")
+    boolean uefi;
+
+    @Option(names = "--share", paramLabel = "DIR:GUESTPATH[:ro]", description = "share a host directory with the guest"
+            + " (virtio-fs on QEMU; read-only shares only on Firecracker); repeatable")
+    java.util.List<String> shares = new java.util.ArrayList<>();
 
     @Option(names = "--kernel", description = "boot this kernel instead of the default image's")
     Path kernel;
@@ -77,7 +91,11 @@ final class GuestOptions {
         Accelerator accelerator = accel != null ? Accelerator.parse(accel) : null;
         if (chosen == Backend.FIRECRACKER) FirecrackerMachine.requireGuestBootableHost(); // before an image is built for nothing
         GuestImage image;
-        if (kernel != null) {
+        if (uefi && disk == null) throw new IllegalArgumentException("--uefi needs --disk");
+        if (disk != null) {
+            if (kernel != null || !imageKind.equals("default")) throw new IllegalArgumentException("--disk, --kernel and --image are alternatives");
+            image = GuestImage.bootableDisk(disk.toAbsolutePath(), disk.getFileName().toString());
+        } else if (kernel != null) {
             if (!imageKind.equals("default")) throw new IllegalArgumentException("--kernel and --image are alternatives");
             image = new GuestImage(kernel, initrd, "", null, false, kernel.toString());
         } else {
@@ -91,11 +109,16 @@ final class GuestOptions {
                 default -> throw new IllegalArgumentException("unknown --image '" + imageKind + "': default or debian");
             };
         }
-        MachineSpec spec = MachineSpec.builder().backend(chosen).image(image).memoryMib(memoryMib).cpus(cpus)
-                .kernelArgs(append != null ? append : "").launchTimeout(timeout).readyTimeout(timeout).build();
+        MachineSpec.Builder b = MachineSpec.builder().backend(chosen).image(image).memoryMib(memoryMib).cpus(cpus)
+                .kernelArgs(append != null ? append : "").launchTimeout(timeout).readyTimeout(timeout);
+        for (String share : shares) b.share(parseShare(share));
+        // An image without Kiln's agent is configured by cloud-init and reached over SSH.
+        if (!image.agent() && image.rootDisk() != null) b.cloudInit(CloudInit.defaults());
+        if (uefi) b.firmware(Firmware.UEFI);
+        MachineSpec spec = b.build();
         if (accelerator != null) spec = QemuMachine.builder().from(spec).accelerator(accelerator).spec();
         // QEMU guests are booted once and saved as a template; every run then clones it. Firecracker's cannot be yet.
-        BootSnapshots saved = chosen == Backend.QEMU && image.agent()
+        BootSnapshots saved = chosen == Backend.QEMU && image.agent() && spec.shares().isEmpty()
                 ? new BootSnapshots(spec, accelerator != null ? accelerator.name() : String.valueOf(System.getenv("KILN_ACCEL")), err) : null;
         long tStart = System.nanoTime();
         long tVm = tStart; // the machine the command runs in starts here: after the template, when this run makes it
@@ -119,5 +142,15 @@ final class GuestOptions {
             throw e;
         }
         return new Started(vm, tStart, tVm, how);
+    }
+
+    /** {@code DIR:GUESTPATH[:ro]}. */
+    static Share parseShare(String value) {
+        String[] parts = value.split(":", -1);
+        boolean ro = parts.length == 3 && parts[2].equals("ro");
+        if (parts.length < 2 || parts.length > 3 || (parts.length == 3 && !ro) || parts[0].isEmpty()) {
+            throw new IllegalArgumentException("--share takes DIR:GUESTPATH or DIR:GUESTPATH:ro, got '" + value + "'");
+        }
+        return new Share(Path.of(parts[0]), parts[1], ro, Share.Transport.AUTO);
     }
 }

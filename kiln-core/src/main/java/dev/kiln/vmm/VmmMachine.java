@@ -480,7 +480,7 @@ public abstract class VmmMachine implements Machine {
     }
 
     private SshChannel openSsh(Duration timeout) {
-        return access.connect(() -> driver.hostAddress(access.sshPort()), timeout, () -> consoleSection());
+        return access.connect(() -> spec.sshAt().orElseGet(() -> driver.hostAddress(access.sshPort())), timeout, this::consoleSection);
     }
 
     @Override
