@@ -97,7 +97,8 @@ final class GuestAccess {
         String hostname = c.hostname().orElse(id.length() <= 63 ? id : id.substring(0, 63));
         ObjectNode meta = json.createObjectNode().put("instance-id", id + "-" + UUID.randomUUID()).put("local-hostname", hostname);
         ObjectNode user = json.createObjectNode();
-        user.put("hostname", hostname).put("preserve_hostname", false);
+        // locale: false keeps the image's own; cloud-init's default (en_US.UTF-8) fails where that locale is not generated.
+        user.put("hostname", hostname).put("preserve_hostname", false).put("locale", false);
         String clientLine = SshKeys.openSsh(clientKey.getPublic(), "kiln@" + id);
         // Root logs in with Kiln's key; the image's own host keys are replaced by the one Kiln pins.
         user.put("disable_root", false).put("ssh_pwauth", false).put("ssh_deletekeys", true);

@@ -32,7 +32,7 @@ class ModuleDescriptorsTest {
         assertThat(core.name()).isEqualTo("dev.kiln.core");
         assertThat(openlyExported(core)).containsExactlyInAnyOrder("dev.kiln", "dev.kiln.agent", "dev.kiln.vmm");
         assertThat(exportedTo(core, "dev.kiln.os")).allMatch(m -> m.startsWith("dev.kiln.")).isNotEmpty();
-        assertThat(exportedTo(core, "dev.kiln.vmm.spi")).containsExactlyInAnyOrder("dev.kiln.qemu", "dev.kiln.firecracker");
+        assertThat(exportedTo(core, "dev.kiln.vmm.spi")).containsExactlyInAnyOrder("dev.kiln.qemu", "dev.kiln.firecracker", "dev.kiln.ssh");
         assertThat(core.uses()).contains("dev.kiln.vmm.spi.MachineFactory");
 
         ModuleDescriptor qemu = descriptorOf(dev.kiln.qemu.QemuMachine.class);

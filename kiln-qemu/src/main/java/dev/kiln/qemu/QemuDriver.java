@@ -126,7 +126,9 @@ final class QemuDriver implements VmmDriver {
     /** What the firmware prints when the disk does not boot: SeaBIOS's last line, and OVMF falling back to its shell. */
     @Override
     public List<String> bootFailures(GuestImage image) {
-        return image != null && image.firmwareBoot() ? List.of("No bootable device.", "UEFI Interactive Shell") : List.of();
+        // SeaBIOS's last word; OVMF's on the disk (first in the boot order), before it spends minutes on network boot.
+        return image != null && image.firmwareBoot()
+                ? List.of("No bootable device.", "BdsDxe: failed to load Boot", "UEFI Interactive Shell") : List.of();
     }
 
     @Override
