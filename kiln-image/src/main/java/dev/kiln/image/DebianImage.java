@@ -42,12 +42,17 @@ import java.util.regex.Pattern;
  * modules with their {@code depmod} index; {@code KILN-READY} on the console once multi-user is reached. Units that
  * only slow a test boot are masked ({@link #MASKED_UNITS}). Building needs root (mmdebstrap's root mode, so that
  * owners and device files are right).
+ *
+ * <p>{@link Builder#bootable()} makes instead a disk that the firmware boots (SeaBIOS or UEFI) with Debian's own kernel
+ * and initramfs: an image as Kiln did not build it, reached over SSH or the console, with
+ * {@link Builder#noAgent()} none of Kiln's agent either.
  */
 public final class DebianImage {
     /** Bump when the build's output changes for the same inputs. */
     private static final String RECIPE_VERSION = "1";
     /** What every Debian image has besides minbase and the user's packages. */
     static final List<String> BASE_PACKAGES = List.of("systemd-sysv", "udev", "kmod", "qemu-guest-agent", "iproute2");
+    /** The resources of an image booted with Kiln's kernel and initramfs. */
     private static final List<String> RESOURCES = List.of("customize.sh", "kiln-ready.service", "kiln-agent-vsock.service",
             "20-kiln-dhcp.network", "autologin.conf", "masked-units");
     /** The units masked in every image because they only slow a test boot. */
@@ -82,6 +87,7 @@ public final class DebianImage {
         private final List<String> commands = new ArrayList<>();
         private long sizeMib;
         private String mirror;
+        private boolean agent = true, bootable;
 
         private Builder() {}
 
@@ -143,6 +149,23 @@ public final class DebianImage {
             return this;
         }
 
+        /** No qemu-guest-agent in the image, nor Kiln's units for it: the image is reached some other way (SSH, the console). */
+        public Builder noAgent() {
+            this.agent = false;
+            return this;
+        }
+
+        /**
+         * The image is a single raw GPT disk that boots on its own under BIOS (SeaBIOS) and UEFI (OVMF) firmware, with
+         * Debian's generic kernel (which has 9p and virtiofs) and its initramfs; see {@link GuestImage#bootableDisk}.
+         * Root is logged in on the serial console ttyS0, where the kernel and systemd print. The disk's size
+         * ({@link #sizeMib(long)}) includes its EFI system partition.
+         */
+        public Builder bootable() {
+            this.bootable = true;
+            return this;
+        }
+
         /** The image: the cached one for these inputs, else built now. */
         public GuestImage build(Consumer<String> progress) {
             return build(false, progress);
@@ -150,22 +173,32 @@ public final class DebianImage {
 
         /** Builds the image; {@code force} rebuilds even when one for these inputs is cached. */
         public GuestImage build(boolean force, Consumer<String> progress) {
-            Recipe recipe = new Recipe(release, List.copyOf(packages), List.copyOf(files), List.copyOf(commands), sizeMib, mirror);
+            Recipe recipe = new Recipe(release, List.copyOf(packages), List.copyOf(files), List.copyOf(commands), sizeMib, mirror,
+                    agent, bootable);
             return DebianImage.build(recipe, force, progress);
         }
     }
 
-    /** Everything a build depends on besides the default image. */
-    record Recipe(String release, List<String> packages, List<FileCopy> files, List<String> commands, long sizeMib, String mirror) {
+    /** Everything a build depends on besides the default image (which a bootable image does without). */
+    record Recipe(String release, List<String> packages, List<FileCopy> files, List<String> commands, long sizeMib, String mirror,
+                  boolean agent, boolean bootable) {
         /** All packages mmdebstrap installs besides minbase, sorted and without repeats. */
         List<String> allPackages() {
             TreeSet<String> all = new TreeSet<>(BASE_PACKAGES);
+            if (!agent) all.remove("qemu-guest-agent");
+            if (bootable) all.addAll(BootableDisk.PACKAGES);
             all.addAll(packages);
             return List.copyOf(all);
         }
 
+        /** The build's own files, written next to each other for the customize hook. */
+        List<String> resources() {
+            return bootable ? BootableDisk.RESOURCES : RESOURCES;
+        }
+
         String describe() {
-            return "Debian " + release + " with systemd" + (packages.isEmpty() ? "" : ", " + String.join(", ", packages));
+            return "Debian " + release + " with systemd" + (packages.isEmpty() ? "" : ", " + String.join(", ", packages))
+                    + (agent ? "" : ", no guest agent");
         }
     }
 
@@ -178,7 +211,7 @@ public final class DebianImage {
         for (FileCopy f : recipe.files()) {
             if (!Files.exists(f.source())) throw new KilnException("Debian image: the file to copy in does not exist: " + f.source());
         }
-        GuestImage base = DefaultImage.get(progress);
+        GuestImage base = recipe.bootable() ? null : DefaultImage.get(progress);
         Consumer<String> own = line -> progress.accept("kiln image: " + line);
         Path dir = cacheDir();
         BUILDING.lock();
@@ -204,9 +237,13 @@ public final class DebianImage {
 
     static GuestImage fromManifest(Path imageDir) throws IOException {
         Properties m = DefaultImage.load(imageDir.resolve(DebianImageBuild.MANIFEST));
+        boolean agent = Boolean.parseBoolean(m.getProperty("agent", "true"));
+        Path disk = imageDir.resolve(m.getProperty("rootDisk"));
+        if (Boolean.parseBoolean(m.getProperty("bootable"))) {
+            return GuestImage.bootableDisk(disk, m.getProperty("description")).withAgent(agent);
+        }
         return new GuestImage(imageDir.resolve(m.getProperty("kernel")), imageDir.resolve(m.getProperty("initrd")),
-                m.getProperty("cmdline"), m.getProperty("readyMarker"), true, m.getProperty("description"),
-                imageDir.resolve(m.getProperty("rootDisk")));
+                m.getProperty("cmdline"), m.getProperty("readyMarker"), agent, m.getProperty("description"), disk);
     }
 
     /** Every Debian image in the cache, newest first, as {@code kiln image list} shows them. */
@@ -241,14 +278,20 @@ public final class DebianImage {
         return matches.getFirst().dir();
     }
 
-    /** The image directory's name: a hash of the recipe, the build's own files, and the default image it boots with. */
+    /**
+     * The image directory's name: a hash of the recipe, the build's own files, and the default image it boots with (if
+     * any). The options a recipe leaves at their defaults add nothing, so that images built before the options existed
+     * keep their names.
+     */
     private static String hash(Recipe r, GuestImage base) throws IOException {
         MessageDigest sha = DefaultImage.sha256();
         List<String> parts = new ArrayList<>(List.of(RECIPE_VERSION, r.release(), String.join(",", r.allPackages()),
-                String.join("\n", r.commands()), Long.toString(r.sizeMib()), String.valueOf(r.mirror()),
-                base.kernel().getParent().getFileName().toString()));
+                String.join("\n", r.commands()), Long.toString(r.sizeMib()), String.valueOf(r.mirror())));
+        if (base != null) parts.add(base.kernel().getParent().getFileName().toString());
+        if (!r.agent()) parts.add("no agent");
+        if (r.bootable()) parts.add("bootable: " + BootableDisk.KERNEL_OPTIONS);
         for (String part : parts) sha.update((part + "\u0000").getBytes(StandardCharsets.UTF_8));
-        for (String res : RESOURCES) sha.update(resource(res));
+        for (String res : r.resources()) sha.update(resource(res));
         for (FileCopy f : r.files()) {
             sha.update((f.guestPath() + "\u0000").getBytes(StandardCharsets.UTF_8));
             digestTree(sha, f.source());
@@ -278,9 +321,5 @@ public final class DebianImage {
 
     private static String resourceText(String name) {
         return new String(resource(name), StandardCharsets.UTF_8);
-    }
-
-    static List<String> resources() {
-        return RESOURCES;
     }
 }

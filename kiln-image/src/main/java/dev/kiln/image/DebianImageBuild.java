@@ -18,6 +18,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Properties;
 import java.util.function.Consumer;
 import java.util.regex.Matcher;
@@ -27,11 +28,12 @@ import java.util.stream.Stream;
 /** One build of a Debian image, run while holding the Debian cache's lock. */
 final class DebianImageBuild {
     static final String MANIFEST = "image.properties";
-    private static final String DISK = "rootfs.ext4";
+    private static final String DISK = "rootfs.ext4", BOOTABLE_DISK = "disk.raw";
     private static final Duration BOOTSTRAP_TIMEOUT = Duration.ofMinutes(30), DISK_TIMEOUT = Duration.ofMinutes(10);
     private static final Pattern UNKNOWN_PACKAGE = Pattern.compile("Unable to locate package (\\S+)|Package '?(\\S+?)'? has no installation candidate");
 
     private final DebianImage.Recipe recipe;
+    /** The default image whose kernel and initramfs boot this one; null for a bootable disk. */
     private final GuestImage base;
     private final Path cacheDir, imageDir;
     private final Consumer<String> progress;
@@ -50,10 +52,13 @@ final class DebianImageBuild {
         removeLeftovers();
         Path work = Files.createTempDirectory(cacheDir, ".build-");
         try {
-            String release = base.kernel().getFileName().toString().replaceFirst("^vmlinuz-", "");
-            Path modules = kernelModules(release, work.resolve("kernel"));
+            String release = base == null ? null : base.kernel().getFileName().toString().replaceFirst("^vmlinuz-", "");
+            Path modules = base == null ? null : kernelModules(release, work.resolve("kernel"));
             Path hooks = Files.createDirectories(work.resolve("kiln"));
-            for (String name : DebianImage.resources()) Files.write(hooks.resolve(name), DebianImage.resource(name));
+            for (String name : recipe.resources()) {
+                Files.createDirectories(hooks.resolve(name).getParent());
+                Files.write(hooks.resolve(name), DebianImage.resource(name));
+            }
 
             Path root = work.resolve("root");
             progress.accept("bootstrapping " + recipe.describe() + " (mmdebstrap, from Debian's packages)…");
@@ -62,14 +67,27 @@ final class DebianImageBuild {
             long usedKib = usedKib(root);
             progress.accept("root file system ready in " + DefaultImage.since(t0) + ": " + Text.bytes(usedKib * 1024));
 
-            long sizeMib = diskSizeMib(usedKib);
+            BootableDisk bootable = recipe.bootable() ? new BootableDisk(root, imageDir.getFileName().toString()) : null;
+            long otherMib = bootable == null ? 0 : bootable.overheadMib();
+            long rootMib = rootSizeMib(usedKib, otherMib);
             Path out = Files.createTempDirectory(cacheDir, ".new-");
             try {
-                progress.accept("making the ext4 disk (" + sizeMib + " MiB, sparse; mke2fs -d, no mounts)…");
-                makeDisk(root, out.resolve(DISK), sizeMib, usedKib);
-                Files.copy(base.kernel(), out.resolve(base.kernel().getFileName()));
-                Files.copy(base.initrd(), out.resolve(base.initrd().getFileName()));
-                writeManifest(out, release, sizeMib, usedKib);
+                progress.accept("making the ext4 file system (" + rootMib + " MiB, sparse; mke2fs -d, no mounts)…");
+                if (bootable == null) {
+                    makeDisk(root, out.resolve(DISK), rootMib, usedKib);
+                    Files.copy(base.kernel(), out.resolve(base.kernel().getFileName()));
+                    Files.copy(base.initrd(), out.resolve(base.initrd().getFileName()));
+                    writeManifest(out, Map.of("kernel", base.kernel().getFileName().toString(), "initrd",
+                            base.initrd().getFileName().toString(), "cmdline", DebianImage.CMDLINE, "readyMarker",
+                            DefaultImage.READY_MARKER), release, DISK, rootMib, usedKib);
+                } else {
+                    makeDisk(root, work.resolve(DISK), rootMib, usedKib);
+                    progress.accept("making the bootable disk (GPT, EFI system partition with systemd-boot and SYSLINUX, "
+                            + Text.bytes((rootMib + otherMib) << 20) + ", sparse)…");
+                    bootable.write(work.resolve(DISK), rootMib, work, out.resolve(BOOTABLE_DISK));
+                    writeManifest(out, Map.of("bootable", "true", "kernelCmdline", bootable.kernelCommandLine()),
+                            bootable.kernelRelease, BOOTABLE_DISK, rootMib + otherMib, usedKib);
+                }
                 DefaultImage.deleteTree(imageDir); // a forced rebuild of the same inputs
                 Files.move(out, imageDir, StandardCopyOption.ATOMIC_MOVE);
             } finally {
@@ -81,15 +99,21 @@ final class DebianImageBuild {
         }
     }
 
-    private static void requireTools() {
+    private void requireTools() {
         if (!"root".equals(System.getProperty("user.name"))) {
             throw new KilnException("Debian images are built as root (mmdebstrap --mode=root gets owners and device files"
                     + " right); run this as root");
         }
-        for (String[] tool : new String[][] {{"mmdebstrap", "mmdebstrap"}, {"mke2fs", "e2fsprogs"}, {"dpkg-deb", "dpkg"}}) {
-            if (Executables.find(tool[0]).isEmpty()) {
-                throw new KilnException(tool[0] + " is not on PATH; Debian images need it (apt-get install " + tool[1] + ")");
+        List<List<String>> tools = new ArrayList<>(List.of(List.of("mmdebstrap", "mmdebstrap"), List.of("mke2fs", "e2fsprogs"),
+                List.of("dpkg-deb", "dpkg")));
+        if (recipe.bootable()) tools.addAll(BootableDisk.TOOLS);
+        for (List<String> tool : tools) {
+            if (Executables.find(tool.get(0)).isEmpty()) {
+                throw new KilnException(tool.get(0) + " is not on PATH; Debian images need it (apt-get install " + tool.get(1) + ")");
             }
+        }
+        if (recipe.bootable() && !Files.isRegularFile(BootableDisk.GPT_MBR)) {
+            throw new KilnException(BootableDisk.GPT_MBR + " is missing; bootable Debian images need it (apt-get install syslinux-common)");
         }
     }
 
@@ -122,10 +146,22 @@ final class DebianImageBuild {
         return modules;
     }
 
+    /**
+     * mmdebstrap, then Kiln's changes: customize.sh with the default kernel's modules, or for a bootable disk the
+     * initramfs settings first and bootable.sh with the root partition's UUID last.
+     */
     private void bootstrap(Path root, Path hooks, Path modules) {
         List<String> cmd = new ArrayList<>(List.of("mmdebstrap", "--mode=root", "--format=directory", "--variant=minbase",
-                "--include=" + String.join(",", recipe.allPackages()),
-                "--customize-hook=sh " + quote(hooks.resolve("customize.sh").toString()) + " \"$1\" " + quote(modules.toString())));
+                "--include=" + String.join(",", recipe.allPackages())));
+        if (modules != null) {
+            cmd.add("--customize-hook=sh " + quote(hooks.resolve("customize.sh").toString()) + " \"$1\" " + quote(modules.toString()));
+            if (!recipe.agent()) cmd.add("--customize-hook=chroot \"$1\" systemctl disable --quiet kiln-agent-vsock.service"
+                    + " && rm \"$1/etc/systemd/system/kiln-agent-vsock.service\"");
+        } else {
+            cmd.add("--setup-hook=sh " + quote(hooks.resolve("initramfs.sh").toString()) + " \"$1\"");
+            cmd.add("--customize-hook=sh " + quote(hooks.resolve("bootable.sh").toString()) + " \"$1\" "
+                    + BootableDisk.rootPartitionId(imageDir.getFileName().toString()));
+        }
         // Unpacked by tar inside the chroot, so that symlinks on the way resolve within the image, never on the host.
         if (!recipe.files().isEmpty()) cmd.add("--customize-hook=tar-in " + filesTarball(hooks.resolve("files.tar")) + " /");
         for (String c : recipe.commands()) cmd.add("--customize-hook=chroot \"$1\" /bin/sh -c " + quote(c));
@@ -181,17 +217,21 @@ final class DebianImageBuild {
         return tarball;
     }
 
-    /** The disk's size: the one asked for (refused when the files cannot fit), else the files plus half again and 256 MiB. */
-    private long diskSizeMib(long usedKib) {
+    /**
+     * The root file system's size: the disk asked for less the {@code otherMib} it holds besides (refused when the files
+     * cannot fit), else the files plus half again and 256 MiB.
+     */
+    private long rootSizeMib(long usedKib, long otherMib) {
         // ext4's own metadata (inode tables, journal) takes ~5 % plus the journal's 64 MiB on disks of this size.
         long neededMib = usedKib * 105 / 100 / 1024 + 80;
         if (recipe.sizeMib() > 0) {
-            if (recipe.sizeMib() < neededMib) {
+            if (recipe.sizeMib() - otherMib < neededMib) {
                 throw new KilnException("Debian image: a disk of " + recipe.sizeMib() + " MiB is too small: the root file"
                         + " system holds " + Text.bytes(usedKib * 1024) + " and needs about " + neededMib
-                        + " MiB with ext4's own data; ask for " + roundUp(neededMib + neededMib / 4) + " MiB or more");
+                        + " MiB with ext4's own data" + (otherMib == 0 ? "" : ", the boot partition and partition table "
+                        + otherMib + " MiB more") + "; ask for " + roundUp(neededMib + neededMib / 4 + otherMib) + " MiB or more");
             }
-            return recipe.sizeMib();
+            return recipe.sizeMib() - otherMib;
         }
         return roundUp(usedKib * 3 / 2 / 1024 + 256);
     }
@@ -213,14 +253,15 @@ final class DebianImageBuild {
         }
     }
 
-    private void writeManifest(Path out, String release, long sizeMib, long usedKib) throws IOException {
+    /** The manifest: how the image boots ({@code boot}: kernel and initrd, or the bootable disk), then what it is. */
+    private void writeManifest(Path out, Map<String, String> boot, String kernelRelease, String disk, long sizeMib, long usedKib)
+            throws IOException {
         Properties m = new Properties();
-        m.setProperty("kernel", base.kernel().getFileName().toString());
-        m.setProperty("initrd", base.initrd().getFileName().toString());
-        m.setProperty("rootDisk", DISK);
-        m.setProperty("cmdline", DebianImage.CMDLINE);
-        m.setProperty("readyMarker", DefaultImage.READY_MARKER);
-        m.setProperty("description", recipe.describe() + ", kernel " + release + ", " + sizeMib + " MiB disk");
+        m.putAll(boot);
+        m.setProperty("rootDisk", disk);
+        if (!recipe.agent()) m.setProperty("agent", "false");
+        m.setProperty("description", recipe.describe() + ", kernel " + kernelRelease + ", " + sizeMib + " MiB disk"
+                + (recipe.bootable() ? " booted by its firmware (BIOS or UEFI)" : ""));
         m.setProperty("release", recipe.release());
         m.setProperty("packages", String.join(" ", recipe.packages()));
         m.setProperty("diskBytes", Long.toString(sizeMib << 20));
