@@ -479,8 +479,16 @@ public abstract class VmmMachine implements Machine {
         }
     }
 
+    /** Connects, trying again until sshd answers; a VMM that is gone (or a start called off) ends the tries at once. */
     private SshChannel openSsh(Duration timeout) {
-        return access.connect(() -> spec.sshAt().orElseGet(() -> driver.hostAddress(access.sshPort())), timeout, this::consoleSection);
+        return access.connect(() -> {
+            VmmProcess p = process;
+            if (bootFailure != null || p == null || !p.isAlive()) {
+                throw new KilnException("machine " + id + ": " + vmm() + " is no longer running, so its sshd cannot answer");
+            }
+            if (state() == MachineState.STARTING) checkStartCalledOff();
+            return spec.sshAt().orElseGet(() -> driver.hostAddress(access.sshPort()));
+        }, timeout, this::consoleSection);
     }
 
     @Override
