@@ -36,7 +36,7 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--out", description = "results folder (default kiln-bench/target/results/<date-time>)")
     Path out;
 
-    @Option(names = "--only", split = ",", description = "only these parts: launch, qmp, boot, memory")
+    @Option(names = "--only", split = ",", description = "only these parts: launch, qmp, boot, memory, debian, snapshot, cloud")
     List<String> only;
 
     @Option(names = "--no-python", description = "skip QEMU's Python harness")

@@ -43,7 +43,7 @@ final class GuestOptions {
             + " through an overlay; Kiln configures it with cloud-init and reaches it over SSH")
     Path disk;
 
-    @Option(names = "--uefi", description = "with --disk: boot by UEFI (OVMF) instead of SeaBIOS")
+    @Option(names = "--uefi", description = "boot a bootable disk by UEFI (OVMF) instead of SeaBIOS")
     boolean uefi;
 
     @Option(names = "--share", paramLabel = "DIR:GUESTPATH[:ro]", description = "share a host directory with the guest"
@@ -91,7 +91,6 @@ final class GuestOptions {
         Accelerator accelerator = accel != null ? Accelerator.parse(accel) : null;
         if (chosen == Backend.FIRECRACKER) FirecrackerMachine.requireGuestBootableHost(); // before an image is built for nothing
         GuestImage image;
-        if (uefi && disk == null) throw new IllegalArgumentException("--uefi needs --disk");
         if (disk != null) {
             if (kernel != null || !imageKind.equals("default")) throw new IllegalArgumentException("--disk, --kernel and --image are alternatives");
             image = GuestImage.bootableDisk(disk.toAbsolutePath(), disk.getFileName().toString());
@@ -102,13 +101,14 @@ final class GuestOptions {
             if (initrd != null) throw new IllegalArgumentException("--initrd needs --kernel");
             image = switch (imageKind) {
                 case "default" -> {
-                    if (!debian.isDefault()) throw new IllegalArgumentException("--packages, --release, --size, --copy and --build-run need --image debian");
+                    if (!debian.isDefault()) throw new IllegalArgumentException("--packages, --release, --size, --copy, --build-run, --bootable and --no-agent need --image debian");
                     yield DefaultImage.get(err::println);
                 }
                 case "debian" -> debian.builder().build(err::println);
                 default -> throw new IllegalArgumentException("unknown --image '" + imageKind + "': default or debian");
             };
         }
+        if (uefi && !image.firmwareBoot()) throw new IllegalArgumentException("--uefi needs a disk its firmware boots: --disk, or --image debian --bootable");
         MachineSpec.Builder b = MachineSpec.builder().backend(chosen).image(image).memoryMib(memoryMib).cpus(cpus)
                 .kernelArgs(append != null ? append : "").launchTimeout(timeout).readyTimeout(timeout);
         for (String share : shares) b.share(parseShare(share));

@@ -39,8 +39,17 @@ final class ImageCommand implements Runnable {
         @Option(names = "--build-run", paramLabel = "CMD", description = "run a shell command in a Debian image while building it")
         List<String> commands = new ArrayList<>();
 
+        @Option(names = "--bootable", description = "a Debian image as a disk its firmware boots (BIOS or UEFI), with Debian's kernel")
+        boolean bootable;
+
+        @Option(names = "--no-agent", description = "a Debian image without qemu-guest-agent: reached over SSH (add"
+                + " cloud-init and openssh-server to --packages)")
+        boolean noAgent;
+
         DebianImage.Builder builder() {
             DebianImage.Builder b = DebianImage.builder().release(release).packages(packages);
+            if (bootable) b.bootable();
+            if (noAgent) b.noAgent();
             if (size != null) b.size(size);
             for (String c : copies) {
                 int colon = c.lastIndexOf(':');
@@ -52,7 +61,8 @@ final class ImageCommand implements Runnable {
         }
 
         boolean isDefault() {
-            return packages.isEmpty() && size == null && copies.isEmpty() && commands.isEmpty() && release.equals("bookworm");
+            return packages.isEmpty() && size == null && copies.isEmpty() && commands.isEmpty() && release.equals("bookworm")
+                    && !bootable && !noAgent;
         }
     }
 
@@ -73,16 +83,18 @@ final class ImageCommand implements Runnable {
         public Integer call() {
             GuestImage image = switch (kind) {
                 case "default" -> {
-                    if (!debian.isDefault()) throw new IllegalArgumentException("--release, --packages, --size, --copy and --build-run are for debian images");
+                    if (!debian.isDefault()) throw new IllegalArgumentException("--release, --packages, --size, --copy, --build-run, --bootable and --no-agent are for debian images");
                     yield DefaultImage.build(force, System.err::println);
                 }
                 case "debian" -> debian.builder().build(force, System.err::println);
                 default -> throw new IllegalArgumentException("unknown image kind '" + kind + "': default or debian");
             };
-            System.out.println("kernel " + image.kernel());
-            System.out.println("initrd " + image.initrd());
+            if (!image.firmwareBoot()) {
+                System.out.println("kernel " + image.kernel());
+                System.out.println("initrd " + image.initrd());
+            }
             if (image.rootDisk() != null) System.out.println("disk " + image.rootDisk());
-            System.out.println("cmdline " + image.cmdline());
+            if (!image.firmwareBoot()) System.out.println("cmdline " + image.cmdline());
             return 0;
         }
     }

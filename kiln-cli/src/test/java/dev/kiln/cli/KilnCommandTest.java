@@ -146,6 +146,19 @@ class KilnCommandTest {
     }
 
     @Test
+    void runOnABootableImageWithoutAnAgentGoesThroughCloudInitAndSshAndSeesTheShare(@org.junit.jupiter.api.io.TempDir
+                                                                                     java.nio.file.Path dir) throws java.io.IOException {
+        requireQemu();
+        java.nio.file.Files.writeString(dir.resolve("hello.txt"), "shared from the host\n");
+        // The same image as kiln-image's and kiln-qemu's tests of bootable disks: built once per run.
+        Outcome run = kiln("run", "--image", "debian", "--bootable", "--no-agent", "--packages", "cloud-init,openssh-server,sudo",
+                "--share", dir + ":/mnt/host:ro", "--timeout", "300", "--", "sh", "-c",
+                "cat /mnt/host/hello.txt; cloud-init status; test -e /usr/sbin/qemu-ga || echo no agent");
+        assertThat(run.code()).as(run.err()).isZero();
+        assertThat(run.out()).isEqualTo("shared from the host\nstatus: done\nno agent\n");
+    }
+
+    @Test
     void debianOptionsWithoutADebianImageAreNamed() {
         Outcome packages = kiln("run", "--packages", "nginx-light", "--", "true");
         assertThat(packages.code()).isEqualTo(2);
@@ -169,6 +182,12 @@ class KilnCommandTest {
         Outcome backend = kiln("run", "--backend", "bochs", "--", "true");
         assertThat(backend.code()).isEqualTo(2);
         assertThat(backend.err()).contains("unknown backend 'bochs': use qemu or firecracker");
+        Outcome uefi = kiln("run", "--uefi", "--", "true");
+        assertThat(uefi.code()).isEqualTo(2);
+        assertThat(uefi.err()).contains("--uefi needs a disk its firmware boots");
+        Outcome share = kiln("run", "--share", "/tmp", "--", "true");
+        assertThat(share.code()).isEqualTo(2);
+        assertThat(share.err()).contains("DIR:GUESTPATH");
         Outcome noCommand = kiln("run");
         assertThat(noCommand.code()).isEqualTo(2);
         assertThat(noCommand.err()).contains("CMD");
