@@ -47,12 +47,14 @@ import java.util.function.LongSupplier;
  *   <li>exec of {@code true} vs a fork+exec inside the guest by its own clock;</li>
  *   <li>the JVM's heap and platform threads per machine;</li>
  *   <li>the Debian image: build, size, boot, dd through virtio-blk ({@link DebianBenchmark});</li>
- *   <li>snapshots: restore vs cold boot of the default image ({@link SnapshotBenchmark}).</li>
+ *   <li>snapshots: restore vs cold boot of the default image ({@link SnapshotBenchmark});</li>
+ *   <li>a cloud image (cloud-init, sshd, agent): SSH vs agent exec and copies, shares, SeaBIOS vs direct kernel boot
+ *       ({@link CloudBenchmark}).</li>
  * </ul>
  * Writes results.json, results.md and boot-timeline.png into the results folder and prints the table.
  *
  * <p>Usage: {@code PeerBenchmark [--runs N] [--qmp N] [--machines N] [--booted N] [--out DIR]
- * [--peers DIR] [--no-python] [--only launch,qmp,boot,memory,debian,snapshot]}
+ * [--peers DIR] [--no-python] [--only launch,qmp,boot,memory,debian,snapshot,cloud]}
  */
 public final class PeerBenchmark {
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
@@ -115,6 +117,7 @@ public final class PeerBenchmark {
                 if (opt.runs("memory")) perMachineCost();
                 if (opt.runs("debian")) new DebianBenchmark(this, image, binary, opt.runs, scratch).run();
                 if (opt.runs("snapshot")) new SnapshotBenchmark(this, image, opt.runs, scratch).run();
+                if (opt.runs("cloud")) new CloudBenchmark(this, opt.runs, scratch).run();
             } finally {
                 if (python != null) python.close();
             }
@@ -732,9 +735,10 @@ public final class PeerBenchmark {
     static final class Options {
         static final String USAGE = """
                 Usage: kiln bench [--runs N] [--qmp N] [--machines N] [--booted N] [--out DIR] [--peers DIR]
-                                  [--no-python] [--only launch,qmp,boot,memory,debian,snapshot]
+                                  [--no-python] [--only launch,qmp,boot,memory,debian,snapshot,cloud]
                   --runs N      boots of each kind, and twice as many launch/quit cycles (default 10);
-                                Debian: as many cached builds and boots, at most 3 cold builds
+                                Debian: as many cached builds and boots, at most 3 cold builds;
+                                cloud: as many rounds of exec and copies, and boots of each kind
                   --qmp N       QMP round trips per client (default 2000)
                   --machines N  paused machines started at once for the JVM's cost per machine (default 8)
                   --booted N    booted machines for the same (default 4; 0: skip)
@@ -746,7 +750,7 @@ public final class PeerBenchmark {
         int runs = 10, qmpCalls = 2000, machines = 8, booted = 4;
         Path out, peers;
         boolean python = true, help;
-        static final Set<String> PARTS = Set.of("launch", "qmp", "boot", "memory", "debian", "snapshot");
+        static final Set<String> PARTS = Set.of("launch", "qmp", "boot", "memory", "debian", "snapshot", "cloud");
         Set<String> only = PARTS;
 
         boolean runs(String part) { return only.contains(part); }
