@@ -154,6 +154,11 @@ final class GuestAccess {
         if (spec.cloudInit().map(c -> !c.awaitDone()).orElse(true)) return;
         ExecResult r = guest.exec(ExecRequest.of("cloud-init", "status", "--wait", "--long").timeout(timeout).build());
         if (r.exitCode() == 0) return;
+        if (r.exitCode() == 2) { // cloud-init 23.4 and later: done, with recoverable errors (deprecated keys, say)
+            org.slf4j.LoggerFactory.getLogger(GuestAccess.class).warn("{}: cloud-init finished with recoverable errors:\n{}", id,
+                    (r.stdoutText() + r.stderrText()).strip());
+            return;
+        }
         String detail = guest.exec(ExecRequest.of("sh", "-c", "tail -n 25 /var/log/cloud-init-output.log 2>&1; "
                 + "grep -h -E 'WARNING|ERROR|Traceback' /var/log/cloud-init.log 2>/dev/null | tail -n 15").timeout(Duration.ofSeconds(30)).build())
                 .stdoutText();

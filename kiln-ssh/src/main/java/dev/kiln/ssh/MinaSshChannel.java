@@ -349,7 +349,7 @@ final class MinaSshChannel implements SshChannel {
         checkOpen();
         try {
             ChannelExec channel = session.createExecChannel(commandLine);
-            if (!channel.open().verify(deadline.remaining()).isOpened()) throw new IOException("the channel did not open");
+            if (!channel.open().verify(left(deadline)).isOpened()) throw new IOException("the channel did not open");
             return channel;
         } catch (IOException e) {
             if (closed.get() || !session.isOpen()) throw closedError();
@@ -368,9 +368,9 @@ final class MinaSshChannel implements SshChannel {
         try (ChannelExec channel = session.createExecChannel(commandLine)) {
             channel.setOut(output);
             channel.setErr(output);
-            channel.open().verify(deadline.remaining());
+            channel.open().verify(left(deadline));
             channel.getInvertedIn().close(); // no stdin (an InputStream given to MINA would get a pump thread)
-            if (!channel.waitFor(CLOSED, deadline.remaining()).contains(ClientChannelEvent.CLOSED)) {
+            if (!channel.waitFor(CLOSED, left(deadline)).contains(ClientChannelEvent.CLOSED)) {
                 throw new WaitTimeoutException("the guest shell of " + name + what, deadline.total(), output.toString(StandardCharsets.UTF_8));
             }
             return new Outcome(channel.getExitStatus(), output.toString(StandardCharsets.UTF_8));
@@ -414,5 +414,11 @@ final class MinaSshChannel implements SshChannel {
     @Override
     public String toString() {
         return "SshChannel[" + name + (closed.get() ? ", closed" : "") + "]";
+    }
+
+    /** What is left of a deadline for MINA's waits, at least 1 ms: MINA waits without limit when given 0 or less. */
+    static Duration left(Deadline deadline) {
+        Duration d = deadline.remaining();
+        return d.toMillis() >= 1 ? d : Duration.ofMillis(1);
     }
 }

@@ -61,6 +61,11 @@ public final class MinaSshConnector implements SshConnector {
                 } catch (KilnException e) {
                     throw e; // refused: trying again changes nothing
                 } catch (IOException | RuntimeException e) {
+                    // MINA's waits say an interrupt with InterruptedIOException (a socket timeout is one too, and retried)
+                    if (e instanceof java.io.InterruptedIOException && !(e instanceof java.net.SocketTimeoutException)) {
+                        Thread.currentThread().interrupt();
+                        throw new KilnException("interrupted while connecting to " + target.machineId() + " over SSH", e);
+                    }
                     lastError = describe(e);
                 }
                 if (deadline.remaining().compareTo(backoff) <= 0) break;
@@ -83,7 +88,7 @@ public final class MinaSshConnector implements SshConnector {
     /** One attempt: TCP, key exchange (the host key checked), then the client key. */
     private static ClientSession login(SshClient client, Target target, InetSocketAddress address, HostKeyCheck hostKeys,
                                        Deadline deadline) throws IOException {
-        Duration limit = min(deadline.remaining(), ATTEMPT_LIMIT);
+        Duration limit = min(MinaSshChannel.left(deadline), ATTEMPT_LIMIT);
         ConnectFuture connecting = client.connect(target.user(), address);
         if (!connecting.await(limit)) {
             connecting.cancel();
@@ -93,7 +98,7 @@ public final class MinaSshConnector implements SshConnector {
         try {
             session.addPublicKeyIdentity(target.clientKey());
             AuthFuture auth = session.auth();
-            if (!auth.await(min(deadline.remaining(), ATTEMPT_LIMIT))) throw new IOException("no banner or no answer to the key exchange");
+            if (!auth.await(min(MinaSshChannel.left(deadline), ATTEMPT_LIMIT))) throw new IOException("no banner or no answer to the key exchange");
             if (auth.isSuccess()) return session;
             Throwable failure = auth.getException();
             if (failure instanceof SshException e && e.getDisconnectCode() == SshConstants.SSH2_DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE) {

@@ -5,6 +5,7 @@ import dev.kiln.GuestException;
 import dev.kiln.GuestProcess;
 import dev.kiln.KilnException;
 import dev.kiln.WaitTimeoutException;
+import dev.kiln.Text;
 import dev.kiln.support.Deadline;
 import org.apache.sshd.client.channel.ChannelExec;
 import org.apache.sshd.client.channel.ClientChannelEvent;
@@ -50,6 +51,10 @@ final class SshProcess implements GuestProcess {
             if (ShellCommand.NOT_FOUND.equals(first)) {
                 throw new GuestException("cannot run " + req.argv() + " in " + ssh.name() + ": '" + req.argv().getFirst()
                         + "' is not a command there (not found, or not executable)");
+            }
+            if (first != null && !first.matches("\\d{1,19}")) {
+                throw new GuestException("cannot run " + req.argv() + " in " + ssh.name() + ": the guest's shell printed '"
+                        + Text.tail(first, 200) + "' where the command's pid was expected (does the login shell print something?)");
             }
             long pid = first == null ? -1 : Long.parseLong(first); // no line: it ended before its exec (cd failed, say)
             return new SshProcess(ssh, channel, req, pid, out, err, openStdin);
@@ -121,7 +126,7 @@ final class SshProcess implements GuestProcess {
 
     /** Waits until it exited, its output ended and was pumped; whether that happened before the deadline. */
     boolean awaitDone(Deadline deadline) {
-        if (!channel.waitFor(CLOSED, deadline.remaining()).contains(ClientChannelEvent.CLOSED)) return false;
+        if (!channel.waitFor(CLOSED, MinaSshChannel.left(deadline)).contains(ClientChannelEvent.CLOSED)) return false;
         for (Thread t : pumps) {
             try {
                 if (!t.join(deadline.remaining())) return false;

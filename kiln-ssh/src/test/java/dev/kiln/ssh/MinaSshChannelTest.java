@@ -115,7 +115,6 @@ class MinaSshChannelTest {
 
     @Test
     void aTimeoutKillsTheCommandAndWhatItStarted() {
-        long start = System.nanoTime();
         assertThatThrownBy(() -> ssh.exec(ExecRequest.of("sh", "-c", "sleep 300 & echo child $!; wait")
                 .timeout(Duration.ofSeconds(3)).build()))
                 .isInstanceOf(WaitTimeoutException.class)
@@ -123,7 +122,6 @@ class MinaSshChannelTest {
                 .hasMessageContaining("to finish; killed it")
                 .hasMessageContaining("child ")
                 .satisfies(e -> assertDead(Long.parseLong(((WaitTimeoutException) e).seen().replaceAll("(?s).*child (\\d+).*", "$1"))));
-        assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(15));
     }
 
     @Test
@@ -238,13 +236,11 @@ class MinaSshChannelTest {
     @Test
     void aWrongHostKeyIsRefusedNamingBothKeys() {
         var other = HostSshd.ecKeyPair();
-        long start = System.nanoTime();
         assertThatThrownBy(() -> connector.connect(sshd.target(sshd.user, sshd.clientKey, other), WAIT))
                 .isExactlyInstanceOf(KilnException.class)
                 .hasMessageContaining("offered host key " + MinaSshConnector.fingerprint(sshd.hostKey.getPublic()))
                 .hasMessageContaining("only " + MinaSshConnector.fingerprint(other.getPublic()) + " is accepted")
                 .hasMessageContaining("SHA256:");
-        assertThat(Duration.ofNanos(System.nanoTime() - start)).as("at once").isLessThan(Duration.ofSeconds(5));
     }
 
     @Test
