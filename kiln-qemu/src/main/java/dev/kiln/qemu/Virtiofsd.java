@@ -61,7 +61,9 @@ final class Virtiofsd {
             if (share.readOnly()) cmd.add("--readonly");
         } else {
             // The C daemon has no read-only mode: the guest mounts the share read-only.
-            cmd.addAll(List.of("-o", "source=" + share.hostDir(), "-o", "cache=auto"));
+            // FUSE's option parser splits at commas; a backslash escapes one.
+            String source = share.hostDir().toString().replace("\\", "\\\\").replace(",", "\\,");
+            cmd.addAll(List.of("-o", "source=" + source, "-o", "cache=auto"));
         }
         return cmd;
     }

@@ -32,7 +32,7 @@ class SharesTest {
 
     @Test
     void aWritableShareIsSeenAndWrittenBothWaysAndAReadOnlyOneRefusesWrites() throws IOException {
-        Path rw = Files.createDirectories(dir.resolve("src")), ro = Files.createDirectories(dir.resolve("data"));
+        Path rw = Files.createDirectories(dir.resolve("src,with a comma")), ro = Files.createDirectories(dir.resolve("data"));
         Files.writeString(rw.resolve("from-host.txt"), "written on the host\n");
         Files.writeString(ro.resolve("input.txt"), "read me\n");
         Path workDir;
