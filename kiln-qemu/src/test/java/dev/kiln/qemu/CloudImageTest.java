@@ -170,6 +170,39 @@ class CloudImageTest {
     }
 
     @Test
+    void sshReachesTheGuestDirectlyOnATap() {
+        org.junit.jupiter.api.Assumptions.assumeTrue("root".equals(System.getProperty("user.name")) && Files.exists(Path.of("/dev/net/tun")),
+                "a tap device needs root and /dev/net/tun");
+        String tap = "kilnssh" + ProcessHandle.current().pid() % 100000, mac = "52:54:00:6b:69:6c";
+        ip("tuntap", "add", tap, "mode", "tap");
+        try {
+            ip("addr", "add", "10.231.0.1/24", "dev", tap);
+            ip("link", "set", tap, "up");
+            // The guest's address on the tap, set by its own systemd-networkd (cloud-init writes the unit, named to come
+            // before cloud-init's own fallback, 10-cloud-init-*.network).
+            CloudInit config = CloudInit.builder()
+                    .writeFile("/etc/systemd/network/05-kiln-tap.network", "[Match]\nMACAddress=" + mac + "\n[Network]\nAddress=10.231.0.2/24\n", "0644")
+                    .runcmd("systemctl restart systemd-networkd") // networkctl would need D-Bus, which the image lacks
+                    .build();
+            try (QemuMachine vm = cloudGuest().tap(tap, mac).sshAt(new InetSocketAddress("10.231.0.2", 22)).cloudInit(config).start()) {
+                assertThat(vm.commandLine()).noneMatch(a -> a.contains("hostfwd"));
+                assertThat(vm.ssh().address()).isEqualTo(new InetSocketAddress("10.231.0.2", 22));
+                assertThat(vm.guest().succeed("ip -4 -o addr show to 10.231.0.0/24")).contains("10.231.0.2/24");
+            }
+        } finally {
+            ip("link", "del", tap);
+        }
+        assertThat(Path.of("/sys/class/net", tap)).doesNotExist();
+    }
+
+    private static void ip(String... args) {
+        java.util.List<String> cmd = new java.util.ArrayList<>(java.util.List.of("ip"));
+        cmd.addAll(java.util.List.of(args));
+        var r = dev.kiln.support.HostCommand.run(cmd, null, Duration.ofSeconds(30), "ip " + String.join(" ", args));
+        assertThat(r.ok()).as(r.complaint()).isTrue();
+    }
+
+    @Test
     void aCloudInitThatFailsFailsTheStartWithItsError() {
         CloudInit broken = CloudInit.builder().runcmd("echo kiln-runcmd-broke >&2; exit 3").build();
         assertThatThrownBy(() -> cloudGuest().cloudInit(broken).start()).isInstanceOf(LaunchException.class)
