@@ -23,7 +23,7 @@ kiln_setup_host() {
   command -v dpkg-deb >/dev/null || missing+=(dpkg)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)   # Debian images: the root file system
   command -v mke2fs >/dev/null || missing+=(e2fsprogs)        # Debian images: the ext4 disk
-  command -v mcopy >/dev/null || missing+=(mtools)            # cloud-init seeds: a FAT volume, written without mounting
+  command -v mcopy >/dev/null || missing+=(mtools)            # cloud-init cidata volumes: FAT, written without mounting
   if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
       echo "kiln: missing packages: ${missing[*]}; install them with apt-get (needs root)" >&2

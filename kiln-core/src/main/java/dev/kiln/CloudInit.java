@@ -7,8 +7,8 @@ import java.util.Optional;
 import java.util.regex.Pattern;
 
 /**
- * What cloud-init is to do in a guest booted with this spec: Kiln writes it as a NoCloud seed (a {@code cidata} volume
- * with {@code meta-data}, {@code user-data} and, when given, {@code network-config}) and attaches it as a read-only
+ * What cloud-init is to do in a guest booted with this spec: Kiln writes it as a NoCloud {@code cidata} volume, with
+ * {@code meta-data}, {@code user-data} and, when given, {@code network-config}, and attaches it as a read-only
  * drive. Into it Kiln puts an SSH key pair it makes for the machine (root and every user listed may log in with it)
  * and the guest's host key, which it pins: the {@link SshChannel} accepts no other. By default {@code start()} waits
  * until cloud-init has finished ({@code cloud-init status --wait}) and fails with its errors when it did not succeed.
@@ -124,7 +124,7 @@ public final class CloudInit {
             return this;
         }
 
-        /** The seed's {@code network-config} (version 2 YAML). */
+        /** The {@code network-config} file of the cidata volume (version 2 YAML). */
         public Builder networkConfig(String yaml) {
             this.networkConfig = Objects.requireNonNull(yaml, "cloudInit: networkConfig");
             return this;

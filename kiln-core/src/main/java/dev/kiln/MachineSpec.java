@@ -133,7 +133,7 @@ public final class MachineSpec {
                             + " drive made from the directory, a writable one cannot be had; make " + sh.hostDir() + " read-only");
                 }
             }
-            if (cloudInit != null) problems.add("cloudInit: Kiln writes cloud-init seeds for QEMU machines only");
+            if (cloudInit != null) problems.add("cloudInit: Kiln writes cloud-init volumes for QEMU machines only");
             if (firmware != Firmware.BIOS) problems.add("firmware: Firecracker boots kernels only, with no firmware");
             for (Drive d : drives) {
                 if (d.kind() == Drive.Kind.FILE && d.format().orElse(null) == Drive.Format.QCOW2) {

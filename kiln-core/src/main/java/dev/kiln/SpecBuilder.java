@@ -309,8 +309,8 @@ public abstract class SpecBuilder<B extends SpecBuilder<B>> {
     }
 
     /**
-     * Configures the guest with cloud-init (a NoCloud seed drive Kiln writes), and reaches it over SSH with a key Kiln
-     * makes for the machine when the image has no guest agent. QEMU only (Firecracker's guests get no seed drive yet).
+     * Configures the guest with cloud-init (a NoCloud cidata drive Kiln writes), and reaches it over SSH with a key Kiln
+     * makes for the machine when the image has no guest agent. QEMU only (Firecracker's guests get no cidata drive yet).
      */
     public B cloudInit(CloudInit config) {
         this.cloudInit = Objects.requireNonNull(config, "cloudInit");

@@ -26,6 +26,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.regex.Pattern;
 
+import static dev.kiln.support.ShellWords.quote;
+
 /**
  * Runs guest commands over {@link ExecPorts}: each slot has a shell in the guest, started once through the agent,
  * that reads commands from the slot's control port and runs one at a time with its stdin, stdout and stderr on the
@@ -517,10 +519,6 @@ final class PortExec {
             if (err != null) err.stop();
             serverGone();
         }
-    }
-
-    static String quote(String s) {
-        return "'" + s.replace("'", "'\\''") + "'";
     }
 
     private static void closeQuietly(SocketChannel ch) {

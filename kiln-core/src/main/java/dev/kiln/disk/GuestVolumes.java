@@ -14,7 +14,7 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Small disks Kiln makes for a machine from host data, without mounting anything: a cloud-init NoCloud seed (a FAT
+ * Small disks Kiln makes for a machine from host data, without mounting anything: a cloud-init NoCloud volume (a FAT
  * volume labelled {@code CIDATA}, by mtools) and an ext4 disk holding a directory's tree ({@code mke2fs -d}).
  */
 public final class GuestVolumes {
@@ -22,14 +22,14 @@ public final class GuestVolumes {
 
     private GuestVolumes() {}
 
-    /** Writes a NoCloud seed to {@code file}: each entry of {@code files} (name → content) at the volume's root. */
-    public static void cloudInitSeed(Path file, Map<String, String> files) {
+    /** Writes a NoCloud cidata volume to {@code file}: each entry of {@code files} (name → content) at the volume's root. */
+    public static void cloudInitVolume(Path file, Map<String, String> files) {
         require("mformat", "mtools");
         Path staging = file.resolveSibling(file.getFileName() + ".d");
         try {
             Files.createDirectories(staging);
-            // A 1.44 MB floppy's FAT12: cloud-init finds it by its label, and the seed is a few KiB.
-            run(List.of("mformat", "-C", "-i", file.toString(), "-f", "1440", "-v", "CIDATA", "::"), "mformat of the cloud-init seed");
+            // A 1.44 MB floppy's FAT12: cloud-init finds it by its label, and its files are a few KiB.
+            run(List.of("mformat", "-C", "-i", file.toString(), "-f", "1440", "-v", "CIDATA", "::"), "mformat of the cloud-init volume");
             List<String> copy = new ArrayList<>(List.of("mcopy", "-i", file.toString()));
             for (Map.Entry<String, String> f : files.entrySet()) {
                 Path p = staging.resolve(f.getKey());
@@ -37,9 +37,9 @@ public final class GuestVolumes {
                 copy.add(p.toString());
             }
             copy.add("::");
-            run(copy, "mcopy into the cloud-init seed");
+            run(copy, "mcopy into the cloud-init volume");
         } catch (IOException e) {
-            throw new KilnException("cannot write the cloud-init seed " + file + ": " + e.getMessage(), e);
+            throw new KilnException("cannot write the cloud-init volume " + file + ": " + e.getMessage(), e);
         } finally {
             try (var s = Files.exists(staging) ? Files.list(staging) : java.util.stream.Stream.<Path>empty()) {
                 for (Path p : s.toList()) Files.deleteIfExists(p);

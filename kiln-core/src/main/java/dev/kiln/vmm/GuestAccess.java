@@ -31,13 +31,15 @@ import java.util.ServiceLoader;
 import java.util.UUID;
 import java.util.function.Supplier;
 
+import static dev.kiln.support.ShellWords.quote;
+
 /**
- * How a machine is reached and set up beyond its VMM: the cloud-init seed and the SSH keys in it, the SSH channel for
+ * How a machine is reached and set up beyond its VMM: the cloud-init volume and the SSH keys in it, the SSH channel for
  * images without an agent, the wait for cloud-init, and the mounts of the spec's shares.
  */
 final class GuestAccess {
-    /** The drive ids of the seed and of shares made into disks. */
-    static final String SEED_DRIVE = "cidata", SHARE_DRIVE = "share";
+    /** The drive ids of the cidata volume and of shares made into disks. */
+    static final String CIDATA_DRIVE = "cidata", SHARE_DRIVE = "share";
 
     private final MachineSpec spec;
     private final String id;
@@ -71,15 +73,15 @@ final class GuestAccess {
     }
 
     /**
-     * The drives Kiln adds to the spec's, made in {@code workDir}: the cloud-init seed, and each share as an ext4
+     * The drives Kiln adds to the spec's, made in {@code workDir}: the cloud-init volume, and each share as an ext4
      * disk when the VMM has no shared folders ({@code sharesAsDisks}).
      */
     List<Drive> extraDrives(Path workDir, boolean sharesAsDisks) {
         List<Drive> out = new ArrayList<>();
         spec.cloudInit().ifPresent(c -> {
-            Path seed = workDir.resolve("cidata.img");
-            GuestVolumes.cloudInitSeed(seed, seedFiles(c));
-            out.add(Drive.file(seed).format(Drive.Format.RAW).readOnly().id(SEED_DRIVE));
+            Path cidata = workDir.resolve("cidata.img");
+            GuestVolumes.cloudInitVolume(cidata, cidataFiles(c));
+            out.add(Drive.file(cidata).format(Drive.Format.RAW).readOnly().id(CIDATA_DRIVE));
         });
         if (sharesAsDisks) {
             for (int i = 0; i < spec.shares().size(); i++) {
@@ -91,8 +93,8 @@ final class GuestAccess {
         return out;
     }
 
-    /** The seed's files: meta-data, user-data ({@code #cloud-config} as JSON, which YAML reads), network-config. */
-    private Map<String, String> seedFiles(CloudInit c) {
+    /** The cidata volume's files: meta-data, user-data ({@code #cloud-config} as JSON, which YAML reads), network-config. */
+    private Map<String, String> cidataFiles(CloudInit c) {
         ObjectMapper json = new ObjectMapper();
         String hostname = c.hostname().orElse(id.length() <= 63 ? id : id.substring(0, 63));
         ObjectNode meta = json.createObjectNode().put("instance-id", id + "-" + UUID.randomUUID()).put("local-hostname", hostname);
@@ -196,9 +198,5 @@ final class GuestAccess {
             if (attached.get(i).id().equals(SHARE_DRIVE + index)) return java.util.Optional.of("/dev/vd" + (char) ('a' + i));
         }
         return java.util.Optional.empty();
-    }
-
-    static String quote(String s) {
-        return "'" + s.replace("'", "'\\''") + "'";
     }
 }

@@ -18,7 +18,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-/** The seed and share volumes, read back with the tools a guest's kernel would agree with: blkid, mtools, debugfs. */
+/** The cidata and share volumes, read back with the tools a guest's kernel would agree with: blkid, mtools, debugfs. */
 class GuestVolumesTest {
     @TempDir
     Path dir;
@@ -30,19 +30,19 @@ class GuestVolumesTest {
     }
 
     @Test
-    void theSeedIsAFatVolumeLabelledCidataHoldingEachFile() {
+    void theCidataVolumeIsAFatVolumeLabelledCidataHoldingEachFile() {
         assumeTrue(Executables.find("mcopy").isPresent(), "mtools is not installed (apt-get install mtools)");
-        Path seed = dir.resolve("cidata.img");
+        Path cidata = dir.resolve("cidata.img");
         Map<String, String> files = new LinkedHashMap<>();
         files.put("meta-data", "instance-id: x\n");
         files.put("user-data", "#cloud-config\n{\"hostname\": \"h\"}\n");
         files.put("network-config", "version: 2\n");
-        GuestVolumes.cloudInitSeed(seed, files);
-        assertThat(run("blkid", "-o", "value", "-s", "LABEL", seed.toString()).strip()).isEqualTo("CIDATA");
+        GuestVolumes.cloudInitVolume(cidata, files);
+        assertThat(run("blkid", "-o", "value", "-s", "LABEL", cidata.toString()).strip()).isEqualTo("CIDATA");
         for (Map.Entry<String, String> f : files.entrySet()) {
-            assertThat(run("mtype", "-i", seed.toString(), "::" + f.getKey())).isEqualTo(f.getValue());
+            assertThat(run("mtype", "-i", cidata.toString(), "::" + f.getKey())).isEqualTo(f.getValue());
         }
-        assertThat(seed.resolveSibling("cidata.img.d")).doesNotExist();
+        assertThat(cidata.resolveSibling("cidata.img.d")).doesNotExist();
     }
 
     @Test

@@ -40,7 +40,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /**
  * An image Kiln did not make ready for itself: a bootable GPT disk (built offline from Debian's packages, with
- * cloud-init and sshd but no guest agent) booted by SeaBIOS and by UEFI, configured by Kiln's cloud-init seed and
+ * cloud-init and sshd but no guest agent) booted by SeaBIOS and by UEFI, configured by Kiln's cloud-init volume and
  * driven over SSH; its shares over virtio-fs and 9p; and what is refused: a disk that does not boot, a wrong host key,
  * a key the guest does not know, a cloud-init that fails.
  */

@@ -5,6 +5,8 @@ import dev.kiln.ExecRequest;
 import java.util.List;
 import java.util.Map;
 
+import static dev.kiln.support.ShellWords.quote;
+
 /**
  * Command lines for the guest's login shell: sshd hands an exec request's string to {@code $SHELL -c}, so argv has no
  * shell of its own only when every word is quoted.
@@ -46,11 +48,6 @@ final class ShellCommand {
             kill -KILL $all 2>/dev/null
             exit 0
             """;
-
-    /** One shell word: single-quoted, each ' as '\''. */
-    static String quote(String word) {
-        return "'" + word.replace("'", "'\\''") + "'";
-    }
 
     /** {@code sh -c script name args…}, quoted for the login shell. */
     static String script(String script, List<String> args) {
