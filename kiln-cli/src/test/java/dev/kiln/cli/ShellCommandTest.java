@@ -10,6 +10,7 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Predicate;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -20,7 +21,10 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 class ShellCommandTest {
     private static final Duration WAIT = Duration.ofSeconds(120);
-    private final String session = "kiln-shell-test-" + ProcessHandle.current().pid();
+    private static final AtomicInteger SESSIONS = new AtomicInteger();
+    // A tmux server per test: kill-server returns before the old server is gone, and a client that reaches a dying
+    // server under the same name fails with "server exited unexpectedly".
+    private final String session = "kiln-shell-test-" + ProcessHandle.current().pid() + "-" + SESSIONS.incrementAndGet();
 
     @AfterEach
     void killSession() {
