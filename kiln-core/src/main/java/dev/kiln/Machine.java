@@ -92,7 +92,8 @@ public interface Machine extends AutoCloseable {
     /**
      * The SSH session to the guest (opened at start when it is the guest's channel, else now): port forwards, and the
      * {@link Guest} API over SSH. Fails when the spec gives no way in ({@link SpecBuilder#cloudInit},
-     * {@link SpecBuilder#ssh}). The session is the machine's, closed with it: close its forwards, not the session.
+     * {@link SpecBuilder#ssh}). The session is the machine's and ends with it: its {@code close()} does nothing, so
+     * try-with-resources on it is harmless; close its forwards and process handles when done with them.
      */
     SshChannel ssh();
 

@@ -12,7 +12,6 @@ import dev.kiln.GuestImage;
 import dev.kiln.KilnException;
 import dev.kiln.MachineSpec;
 import dev.kiln.Share;
-import dev.kiln.SshChannel;
 import dev.kiln.Text;
 import dev.kiln.disk.GuestVolumes;
 import dev.kiln.vmm.spi.AttachedDrive;
@@ -136,7 +135,7 @@ final class GuestAccess {
     }
 
     /** Opens the SSH channel to the guest at {@code address}, retrying until it answers or {@code timeout} passes. */
-    SshChannel connect(Supplier<InetSocketAddress> address, Duration timeout, Supplier<String> diagnostics) {
+    SshConnector.Session connect(Supplier<InetSocketAddress> address, Duration timeout, Supplier<String> diagnostics) {
         SshConnector connector = ServiceLoader.load(SshConnector.class, GuestAccess.class.getClassLoader()).findFirst()
                 .orElseThrow(() -> new KilnException("machine " + id + " is reached over SSH, and no SSH connector is on the"
                         + " class path: add the dependency dev.kiln:kiln-ssh"));

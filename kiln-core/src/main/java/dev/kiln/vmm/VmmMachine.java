@@ -32,6 +32,7 @@ import dev.kiln.support.Deadline;
 import dev.kiln.support.VmmProcess;
 import dev.kiln.support.WorkDir;
 import dev.kiln.vmm.spi.Launch;
+import dev.kiln.vmm.spi.SshConnector;
 import dev.kiln.vmm.spi.VmmDriver;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -101,7 +102,7 @@ public abstract class VmmMachine implements Machine {
     private final Console vmmOutput;
     private final Console.Watch panicWatch;
     private final GuestAccess access;
-    private volatile SshChannel ssh;                             // the SSH session, once opened
+    private volatile SshConnector.Session ssh;                   // the SSH session, once opened
     private volatile String bootFailure;                         // the firmware's line saying it found nothing to boot
 
     private final ReentrantLock lock = new ReentrantLock();
@@ -480,7 +481,7 @@ public abstract class VmmMachine implements Machine {
     }
 
     /** Connects, trying again until sshd answers; a VMM that is gone (or a start called off) ends the tries at once. */
-    private SshChannel openSsh(Duration timeout) {
+    private SshConnector.Session openSsh(Duration timeout) {
         return access.connect(() -> {
             VmmProcess p = process;
             if (bootFailure != null || p == null || !p.isAlive()) {
@@ -493,16 +494,22 @@ public abstract class VmmMachine implements Machine {
 
     @Override
     public final SshChannel ssh() {
-        SshChannel s = ssh;
-        if (s != null) return s;
-        requireLive("ssh()");
-        if (!spec.sshPossible()) {
-            throw new KilnException("machine " + id + " has no SSH access: give its spec cloudInit(...) (Kiln's key) or ssh(access)");
+        SshConnector.Session s = ssh;
+        if (s == null) {
+            requireLive("ssh()");
+            if (!spec.sshPossible()) {
+                throw new KilnException("machine " + id + " has no SSH access: give its spec cloudInit(...) (Kiln's key) or ssh(access)");
+            }
+            synchronized (access) {
+                if (ssh == null) ssh = call(() -> openSsh(SSH_CONNECT_LIMIT));
+                s = ssh;
+            }
+            if (cleanupClaimed.get()) { // the machine went while this connected: cleanup may have missed the session
+                s.abort();
+                throw new MachineClosedException("machine " + id + " stopped while its SSH session opened");
+            }
         }
-        synchronized (access) {
-            if (ssh == null) ssh = call(() -> openSsh(SSH_CONNECT_LIMIT));
-            return ssh;
-        }
+        return new GuardedSsh(s);
     }
 
     private RuntimeException failStart(Throwable t) {
@@ -667,20 +674,47 @@ public abstract class VmmMachine implements Machine {
 
     @Override
     public final Guest guest() {
-        Guest g = ssh != null && (access.viaSsh(image) || driver.guest() == null) ? ssh : driver.guest();
+        SshConnector.Session s = ssh;
+        if (s != null && (access.viaSsh(image) || driver.guest() == null)) return new GuardedSsh(s);
+        Guest g = driver.guest();
         if (g == null) {
             throw new KilnException("machine " + id + " has no guest agent"
                     + (state() == MachineState.NEW ? " yet: start it first" : " (its image runs none, or it boots no guest)"));
         }
-        return new Guest() {
-            @Override public Guest awaitReady(Duration timeout) { call(() -> g.awaitReady(timeout)); return this; }
-            @Override public ExecResult exec(ExecRequest request) { return call(() -> g.exec(request)); }
-            @Override public GuestProcess start(ExecRequest request) { return handle(call(() -> g.start(request))); }
-            @Override public void copyIn(Path hostFile, String guestPath) { call(() -> { g.copyIn(hostFile, guestPath); return null; }); }
-            @Override public void copyOut(String guestPath, Path hostFile) { call(() -> { g.copyOut(guestPath, hostFile); return null; }); }
-            @Override public void shutdown() { call(() -> { g.shutdown(); return null; }); }
-            @Override public String toString() { return g.toString(); }
-        };
+        return new GuardedGuest(g);
+    }
+
+    /** A guest whose failures say when the machine was closed or cancelled meanwhile. */
+    private class GuardedGuest implements Guest {
+        private final Guest g;
+
+        GuardedGuest(Guest g) { this.g = g; }
+
+        @Override public Guest awaitReady(Duration timeout) { call(() -> g.awaitReady(timeout)); return this; }
+        @Override public ExecResult exec(ExecRequest request) { return call(() -> g.exec(request)); }
+        @Override public GuestProcess start(ExecRequest request) { return handle(call(() -> g.start(request))); }
+        @Override public void copyIn(Path hostFile, String guestPath) { call(() -> { g.copyIn(hostFile, guestPath); return null; }); }
+        @Override public void copyOut(String guestPath, Path hostFile) { call(() -> { g.copyOut(guestPath, hostFile); return null; }); }
+        @Override public void shutdown() { call(() -> { g.shutdown(); return null; }); }
+        @Override public String toString() { return g.toString(); }
+    }
+
+    /** The machine's SSH session for its user, guarded likewise; its close() leaves it open: it ends with the machine. */
+    private final class GuardedSsh extends GuardedGuest implements SshChannel {
+        private final SshConnector.Session s;
+
+        GuardedSsh(SshConnector.Session s) {
+            super(s);
+            this.s = s;
+        }
+
+        @Override public SshChannel awaitReady(Duration timeout) { super.awaitReady(timeout); return this; }
+        @Override public String user() { return s.user(); }
+        @Override public java.security.PublicKey hostKey() { return s.hostKey(); }
+        @Override public InetSocketAddress address() { return s.address(); }
+        @Override public Forward forwardLocal(int guestPort) { return call(() -> s.forwardLocal(guestPort)); }
+        @Override public Forward forwardRemote(int guestPort, InetSocketAddress hostTarget) { return call(() -> s.forwardRemote(guestPort, hostTarget)); }
+        @Override public void close() { /* the machine's */ }
     }
 
     // ---- panics ----------------------------------------------------------------------------------------------
@@ -752,6 +786,8 @@ public abstract class VmmMachine implements Machine {
     private void callOffStart(String why) {
         VmmProcess p = process;
         if (p != null) p.kill();
+        SshConnector.Session session = ssh;
+        if (session != null) session.abort(); // a wait on it (cloud-init's, say) ends now, not at its timeout
         try {
             driver.disconnect(why);
         } catch (RuntimeException e) {
@@ -932,8 +968,8 @@ public abstract class VmmMachine implements Machine {
 
     private void releaseEverything(String closedBecause) {
         List<String> problems = new ArrayList<>();
-        SshChannel session = ssh;
-        if (session != null) attempt(problems, session::close);
+        SshConnector.Session session = ssh;
+        if (session != null) attempt(problems, session::abort); // the guest's commands go with the machine
         attempt(problems, () -> driver.disconnect(closedBecause));
         VmmProcess p = process;
         if (p != null) {

@@ -581,20 +581,25 @@ final class QemuDriver implements VmmDriver {
         if (execPorts != null) execPorts.close(); // the connections no slot took
         Qmp q = qmp;
         if (q != null) q.close(reason);
+        stopShareDaemons(); // now: they write to the VMM's output, whose end is awaited next
     }
 
-    @Override
-    public void removeLeftovers() {
-        // Everything QEMU needs lives in the work dir (or sockDir, whose sockets are removed once connected); the share
-        // daemons end once QEMU has gone, or are ended here.
+    /** Kills the share daemons: the machine is going, and a daemon QEMU never connected to would wait for ever. */
+    private void stopShareDaemons() {
         synchronized (shareDaemons) {
             for (VmmProcess d : shareDaemons) {
-                if (d.awaitExit(Duration.ofSeconds(2)).isEmpty()) d.kill();
+                if (d.isAlive()) d.kill();
                 d.awaitExit(Duration.ofSeconds(30));
                 d.releaseLifeline();
             }
             shareDaemons.clear();
         }
+    }
+
+    @Override
+    public void removeLeftovers() {
+        // Everything QEMU needs lives in the work dir (or sockDir, whose sockets are removed once connected).
+        stopShareDaemons();
         if (launch != null) {
             for (int i = 0; i < spec.shares().size(); i++) {
                 Path sockDir = options.sockDir != null ? options.sockDir : launch.workDir();

@@ -80,9 +80,13 @@ class CloudImageTest {
                 .share(new Share(docs, "/mnt/docs", true, Share.Transport.NINE_P)).start()) {
             assertThat(vm.commandLine()).doesNotContain("-kernel").anyMatch(a -> a.contains("bootindex=0"));
             assertThat(vm.console().transcript()).contains("SeaBIOS");
+            assertThat(vm.guest()).isInstanceOf(SshChannel.class);
             assertThat(vm.guest().toString()).startsWith("SshChannel[").contains("ssh root@127.0.0.1:");
+            try (SshChannel ssh = vm.ssh()) {
+                assertThat(ssh.user()).isEqualTo("root");
+            }
             SshChannel ssh = vm.ssh();
-            assertThat(ssh.user()).isEqualTo("root");
+            assertThat(ssh.exec("true").exitCode()).as("the machine's session, still open after a user's close()").isZero();
 
             // cloud-init did what the spec said, and had finished when start() returned
             assertThat(vm.guest().exec("hostname").orThrow().stdoutText()).isEqualTo("web1\n");

@@ -10,11 +10,14 @@ import dev.kiln.SshChannel;
 import dev.kiln.Text;
 import dev.kiln.WaitTimeoutException;
 import dev.kiln.support.Deadline;
+import dev.kiln.vmm.spi.SshConnector;
 import org.apache.sshd.client.SshClient;
 import org.apache.sshd.client.channel.ChannelExec;
 import org.apache.sshd.client.channel.ClientChannelEvent;
 import org.apache.sshd.client.session.ClientSession;
 import org.apache.sshd.client.session.forward.ExplicitPortForwardingTracker;
+import org.apache.sshd.common.SshConstants;
+import org.apache.sshd.common.channel.exception.SshChannelOpenException;
 import org.apache.sshd.common.util.net.SshdSocketAddress;
 import org.apache.sshd.sftp.client.SftpClient;
 import org.apache.sshd.sftp.client.SftpClientFactory;
@@ -38,16 +41,19 @@ import java.util.EnumSet;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
- * A guest over one authenticated MINA session: a command per exec channel, copies over SFTP, forwards through the
- * session. It owns its {@link SshClient} (MINA's I/O threads): {@link #close()} stops it and waits for those threads,
- * so nothing of it outlives the channel.
+ * A guest over authenticated MINA sessions: a command per exec channel, copies over SFTP, forwards through the first
+ * session. A connection carries as many commands and copies at once as the guest's sshd allows (OpenSSH: MaxSessions,
+ * 10 by default); when it refuses one more, the channel logs in again and uses a further connection. It owns its
+ * {@link SshClient} (MINA's I/O threads): {@link #close()} stops it and waits for those threads, so nothing of it
+ * outlives the channel.
  */
-final class MinaSshChannel implements SshChannel {
+final class MinaSshChannel implements SshConnector.Session {
     private static final Logger log = LoggerFactory.getLogger(MinaSshChannel.class);
     /** What exec keeps of a stream in memory; callbacks and handles take any amount. */
     static final long COLLECT_LIMIT = 64L << 20;
@@ -56,11 +62,15 @@ final class MinaSshChannel implements SshChannel {
     /** Default limit on a whole {@link #copyIn}/{@link #copyOut}. */
     static final Duration COPY_TIMEOUT = Duration.ofMinutes(5);
     private static final Duration KILL_BUDGET = Duration.ofSeconds(10);
+    /** How many connections one channel opens at most: with OpenSSH's default, 160 commands and copies at once. */
+    static final int MAX_CONNECTIONS = 16;
     private static final Duration CLOSE_BUDGET = Duration.ofSeconds(10);
     private static final Set<ClientChannelEvent> CLOSED = EnumSet.of(ClientChannelEvent.CLOSED);
 
     private final SshClient client;
-    private final ClientSession session;
+    private final Login login;
+    private final ClientSession session; // the first: the channel's life, and its forwards
+    private final List<ClientSession> sessions = new CopyOnWriteArrayList<>();
     private final String user;
     private final PublicKey hostKey;
     private final InetSocketAddress address;
@@ -68,10 +78,17 @@ final class MinaSshChannel implements SshChannel {
     private final Set<SshProcess> running = ConcurrentHashMap.newKeySet();
     private final AtomicBoolean closed = new AtomicBoolean();
 
-    MinaSshChannel(SshClient client, ClientSession session, String machineId, String user, PublicKey hostKey,
+    /** Logs in once more, on the same client, to the same address: one attempt within the deadline. */
+    interface Login {
+        ClientSession open(Deadline deadline) throws IOException;
+    }
+
+    MinaSshChannel(SshClient client, Login login, ClientSession session, String machineId, String user, PublicKey hostKey,
                    InetSocketAddress address) {
         this.client = client;
+        this.login = login;
         this.session = session;
+        this.sessions.add(session);
         this.user = user;
         this.hostKey = hostKey;
         this.address = address;
@@ -248,7 +265,7 @@ final class MinaSshChannel implements SshChannel {
         checkOpen();
         CountDownLatch done = new CountDownLatch(1);
         AtomicBoolean late = new AtomicBoolean();
-        try (SftpClient sftp = SftpClientFactory.instance().createSftpClient(session)) {
+        try (SftpClient sftp = onSomeSession(Deadline.after(CALL_TIMEOUT), what, SftpClientFactory.instance()::createSftpClient)) {
             Thread.ofVirtual().name("kiln-ssh-sftp-watch").start(() -> {
                 try {
                     if (done.await(timeout.toNanos(), TimeUnit.NANOSECONDS)) return;
@@ -348,9 +365,16 @@ final class MinaSshChannel implements SshChannel {
     ChannelExec openExec(String commandLine, Deadline deadline) {
         checkOpen();
         try {
-            ChannelExec channel = session.createExecChannel(commandLine);
-            if (!channel.open().verify(left(deadline)).isOpened()) throw new IOException("the channel did not open");
-            return channel;
+            return onSomeSession(deadline, "open an exec channel", s -> {
+                ChannelExec channel = s.createExecChannel(commandLine);
+                try {
+                    if (!channel.open().verify(left(deadline)).isOpened()) throw new IOException("the channel did not open");
+                } catch (IOException | RuntimeException e) {
+                    channel.close(true);
+                    throw e;
+                }
+                return channel;
+            });
         } catch (IOException e) {
             if (closed.get() || !session.isOpen()) throw closedError();
             if (deadline.expired()) throw new WaitTimeoutException("an exec channel on " + name, deadline.total(), e.toString(), e);
@@ -365,10 +389,18 @@ final class MinaSshChannel implements SshChannel {
     Outcome run(String commandLine, Deadline deadline, String what) {
         if (!session.isOpen()) throw closedError(); // not the closed flag: close() kills commands with this
         ByteArrayOutputStream output = new ByteArrayOutputStream();
-        try (ChannelExec channel = session.createExecChannel(commandLine)) {
-            channel.setOut(output);
-            channel.setErr(output);
-            channel.open().verify(left(deadline));
+        try (ChannelExec channel = onSomeSession(deadline, "run" + what, s -> {
+            ChannelExec c = s.createExecChannel(commandLine);
+            c.setOut(output);
+            c.setErr(output);
+            try {
+                c.open().verify(left(deadline));
+            } catch (IOException | RuntimeException e) {
+                c.close(true);
+                throw e;
+            }
+            return c;
+        })) {
             channel.getInvertedIn().close(); // no stdin (an InputStream given to MINA would get a pump thread)
             if (!channel.waitFor(CLOSED, left(deadline)).contains(ClientChannelEvent.CLOSED)) {
                 throw new WaitTimeoutException("the guest shell of " + name + what, deadline.total(), output.toString(StandardCharsets.UTF_8));
@@ -385,6 +417,53 @@ final class MinaSshChannel implements SshChannel {
         run(commandLine, Deadline.after(KILL_BUDGET), what);
     }
 
+    /** Kills the processes and everything they started, with one command. */
+    void killTrees(List<Long> pids, String what) {
+        runQuietly(ShellCommand.script(ShellCommand.KILL_TREE, pids.stream().map(String::valueOf).toList()), " to kill " + what);
+    }
+
+    private interface OnSession<T> {
+        T open(ClientSession session) throws IOException;
+    }
+
+    /** Opens a channel with {@code open} on the first connection that takes one more, logging in again when none does. */
+    private <T> T onSomeSession(Deadline deadline, String what, OnSession<T> open) throws IOException {
+        for (int i = 0; ; i++) {
+            ClientSession s = session(i, deadline, what);
+            try {
+                return open.open(s);
+            } catch (IOException e) {
+                if (!refusedAChannel(e)) throw e;
+                log.debug("{}: connection {} takes no more channels", name, i + 1);
+            }
+        }
+    }
+
+    /** The i-th connection, logged in now if it is the next one. */
+    private ClientSession session(int i, Deadline deadline, String what) throws IOException {
+        synchronized (sessions) {
+            if (i < sessions.size()) return sessions.get(i);
+            checkOpen();
+            if (i == MAX_CONNECTIONS) {
+                throw new GuestException("cannot " + what + " on " + name + ": its sshd took no more channels on each of "
+                        + MAX_CONNECTIONS + " connections (OpenSSH allows MaxSessions commands and copies at once on one,"
+                        + " 10 by default): close the process handles you are done with");
+            }
+            ClientSession s = login.open(deadline);
+            sessions.add(s);
+            return s;
+        }
+    }
+
+    /** Whether sshd said no to a session channel (OpenSSH does beyond MaxSessions: "open failed", connect failed). */
+    private static boolean refusedAChannel(Throwable e) {
+        for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (c instanceof SshChannelOpenException o && (o.getReasonCode() == SshConstants.SSH_OPEN_CONNECT_FAILED
+                    || o.getReasonCode() == SshConstants.SSH_OPEN_ADMINISTRATIVELY_PROHIBITED)) return true;
+        }
+        return false;
+    }
+
     private void checkOpen() {
         if (closed.get() || !session.isOpen()) throw closedError();
     }
@@ -394,20 +473,29 @@ final class MinaSshChannel implements SshChannel {
     }
 
     /**
-     * Kills the commands still running (sshd leaves a command without a terminal running when its session ends), then
-     * ends the session, stops the client and waits for its threads. Idempotent.
+     * Kills the commands still running, with one command (sshd leaves a command without a terminal running when its
+     * connection ends), then ends the connections, stops the client and waits for its threads. Idempotent.
      */
     @Override
     public void close() {
         if (!closed.compareAndSet(false, true)) return;
-        for (SshProcess p : List.copyOf(running)) {
+        List<Long> pids = running.stream().filter(p -> p.pid() >= 0 && p.isAlive()).map(SshProcess::pid).toList();
+        if (!pids.isEmpty() && session.isOpen()) {
             try {
-                if (session.isOpen()) p.kill();
+                killTrees(pids, "the commands still running, " + pids);
             } catch (KilnException e) {
-                log.debug("killing {} on close of {}", p.argv(), name, e);
+                log.debug("killing {} on close of {}", pids, name, e);
             }
         }
-        session.close(false).awaitUninterruptibly(CLOSE_BUDGET);
+        abort();
+    }
+
+    @Override
+    public void abort() {
+        closed.set(true);
+        synchronized (sessions) { // after this no further connection is opened: the closed flag is checked under it
+            for (ClientSession s : sessions) s.close(true);
+        }
         MinaSshConnector.stop(client, Deadline.after(CLOSE_BUDGET));
     }
 

@@ -42,7 +42,7 @@ public final class MinaSshConnector implements SshConnector {
     public MinaSshConnector() {}
 
     @Override
-    public SshChannel connect(Target target, Duration timeout) {
+    public Session connect(Target target, Duration timeout) {
         Deadline deadline = Deadline.after(timeout);
         HostKeyCheck hostKeys = new HostKeyCheck(target.hostKey());
         SshClient client = newClient(hostKeys);
@@ -57,7 +57,8 @@ public final class MinaSshConnector implements SshConnector {
                     address = at;
                     ClientSession session = login(client, target, at, hostKeys, deadline);
                     connected = true;
-                    return new MinaSshChannel(client, session, target.machineId(), target.user(), target.hostKey(), at);
+                    MinaSshChannel.Login again = d -> login(client, target, at, hostKeys, d);
+                    return new MinaSshChannel(client, again, session, target.machineId(), target.user(), target.hostKey(), at);
                 } catch (KilnException e) {
                     throw e; // refused: trying again changes nothing
                 } catch (IOException | RuntimeException e) {
@@ -136,6 +137,9 @@ public final class MinaSshConnector implements SshConnector {
         client.setForwardingFilter(AcceptAllForwardingFilter.INSTANCE); // for the connections of remote forwards
         CoreModuleProperties.IDLE_TIMEOUT.set(client, Duration.ZERO); // a channel may sit idle as long as its machine runs
         CoreModuleProperties.NIO_WORKERS.set(client, 2);
+        // A write to a command's stdin waits for the command to read, as on a pipe: not MINA's 30 s, after which the
+        // rest of the input would be dropped. The command's end (or the channel's) ends the wait.
+        CoreModuleProperties.WAIT_FOR_SPACE_TIMEOUT.set(client, Duration.ofDays(365));
         return client;
     }
 

@@ -24,12 +24,12 @@ final class ShellCommand {
     static final String NOT_FOUND = "n";
 
     /**
-     * Stops, then kills, process $1 and everything it started: sshd makes each command a session leader, so its session
-     * finds what it started even once orphaned; descendants that left the session are found by their parent. Stopped
-     * first, scan after scan, so that nothing forks away. Needs only sh, kill and /proc.
+     * Stops, then kills, the processes given as arguments and everything they started: sshd makes each command a
+     * session leader, so its session finds what it started even once orphaned; descendants that left the session are
+     * found by their parent. Stopped first, scan after scan, so that nothing forks away. Needs only sh, kill and /proc.
      */
     static final String KILL_TREE = """
-            t=$1 all=' '
+            t=" $* " all=' '
             while :; do
               new=
               for f in /proc/[0-9]*/stat; do
@@ -37,9 +37,10 @@ final class ShellCommand {
                 case $all in *" $p "*) continue; esac
                 read -r l < "$f" 2>/dev/null || continue
                 set -- ${l##*\\) }
-                if [ "$p" = "$t" ] || [ "$4" = "$t" ]; then new="$new $p"
-                else case $all in *" $2 "*) new="$new $p"; esac
-                fi
+                case $t in
+                  *" $p "*|*" $4 "*) new="$new $p" ;;
+                  *) case $all in *" $2 "*) new="$new $p"; esac ;;
+                esac
               done
               [ -n "$new" ] || break
               kill -STOP $new 2>/dev/null

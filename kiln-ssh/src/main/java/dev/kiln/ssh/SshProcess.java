@@ -214,8 +214,7 @@ final class SshProcess implements GuestProcess {
     @Override
     public void kill() {
         if (pid < 0 || channel.isClosed()) return;
-        ssh.runQuietly(ShellCommand.script(ShellCommand.KILL_TREE, List.of(Long.toString(pid))),
-                " to kill pid " + pid + " " + argv + " and what it started");
+        ssh.killTrees(List.of(pid), "pid " + pid + " " + argv + " and what it started");
     }
 
     @Override

@@ -35,8 +35,8 @@ final class HostSshd implements AutoCloseable {
     final String user = System.getProperty("user.name");
     final Path dir;
     final Path config;
-    final int port;
-    private final Process process;
+    int port;
+    private Process process;
     private final StringBuffer log = new StringBuffer();
 
     HostSshd(Path dir) throws IOException, InterruptedException {
@@ -49,25 +49,38 @@ final class HostSshd implements AutoCloseable {
         Path authorized = dir.resolve("authorized_keys");
         Files.writeString(authorized, PublicKeyEntry.toString(clientKey.getPublic()) + "\n");
         Files.createDirectories(Path.of("/run/sshd")); // sshd's privilege separation directory
-        this.port = freePort();
         this.config = dir.resolve("sshd_config");
-        Files.write(config, List.of(
-                "ListenAddress 127.0.0.1:" + port,
-                "HostKey " + hostKeyFile,
-                "AuthorizedKeysFile " + authorized,
-                "PermitRootLogin prohibit-password",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "PidFile none",
-                "StrictModes no",
-                "AllowTcpForwarding yes",
-                "Subsystem sftp internal-sftp",
-                "LogLevel VERBOSE"));
-        this.process = new ProcessBuilder(SSHD.toString(), "-D", "-e", "-f", config.toString()).redirectErrorStream(true).start();
+        // A free port is only free until sshd binds it: another process may take it first, and then another is tried.
+        for (int attempt = 1; ; attempt++) {
+            this.port = freePort();
+            Files.write(config, List.of(
+                    "ListenAddress 127.0.0.1:" + port,
+                    "HostKey " + hostKeyFile,
+                    "AuthorizedKeysFile " + authorized,
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "PidFile none",
+                    "StrictModes no",
+                    "AllowTcpForwarding yes",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel VERBOSE"));
+            log.setLength(0);
+            this.process = new ProcessBuilder(SSHD.toString(), "-D", "-e", "-f", config.toString()).redirectErrorStream(true).start();
+            if (listening(process)) return;
+            close();
+            if (attempt == 5 || !log.toString().contains("Address already in use")) {
+                throw new IllegalStateException("sshd did not start listening on port " + port + ":\n" + log);
+            }
+        }
+    }
+
+    /** Whether sshd says it listens within 20 s, its output going to the log. */
+    private boolean listening(Process sshd) throws InterruptedException {
         CompletableFuture<Void> listening = new CompletableFuture<>();
         Thread.ofVirtual().name("sshd-log-" + port).start(() -> {
-            try (BufferedReader r = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8))) {
+            try (BufferedReader r = new BufferedReader(new InputStreamReader(sshd.getInputStream(), StandardCharsets.UTF_8))) {
                 for (String line; (line = r.readLine()) != null; ) {
                     log.append(line).append('\n');
                     if (line.contains("Server listening on")) listening.complete(null);
@@ -75,13 +88,13 @@ final class HostSshd implements AutoCloseable {
             } catch (IOException e) {
                 // sshd is gone
             }
-            listening.completeExceptionally(new IllegalStateException("sshd ended its output:\n" + log));
+            listening.completeExceptionally(new IllegalStateException("sshd ended its output"));
         });
         try {
             listening.get(20, TimeUnit.SECONDS);
-        } catch (Exception e) {
-            close();
-            throw new IllegalStateException("sshd did not start listening on port " + port + ":\n" + log, e);
+            return true;
+        } catch (ExecutionException | TimeoutException e) {
+            return false;
         }
     }
 

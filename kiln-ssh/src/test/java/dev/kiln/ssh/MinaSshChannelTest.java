@@ -26,8 +26,12 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.ServiceLoader;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
@@ -194,6 +198,24 @@ class MinaSshChannelTest {
     }
 
     @Test
+    void moreCommandsThanOneConnectionCarriesRunTogether() throws IOException {
+        // OpenSSH takes MaxSessions (10) commands per connection: the rest go on further connections.
+        List<GuestProcess> sleeps = new ArrayList<>();
+        try {
+            for (int i = 0; i < 12; i++) sleeps.add(ssh.start("sleep", "300"));
+            assertThat(sleeps).allMatch(GuestProcess::isAlive);
+            assertThat(ssh.exec("echo", "still-answers").stdoutText()).isEqualTo("still-answers\n");
+            Path small = Files.write(dir.resolve("small"), new byte[] {4, 2});
+            ssh.copyIn(small, dir.resolve("small-in-guest").toString());
+            sleeps.getLast().signal(15);
+            assertThat(sleeps.getLast().waitFor(WAIT)).isEqualTo(143);
+        } finally {
+            sleeps.forEach(GuestProcess::close); // their kill commands need channels too
+        }
+        for (GuestProcess p : sleeps) assertDead(p.pid());
+    }
+
+    @Test
     void copiesAreByteForByte() throws IOException {
         byte[] data = random((5 << 20) + 17);
         Path in = Files.write(dir.resolve("copy-in"), data), back = dir.resolve("copy-back");
@@ -270,11 +292,30 @@ class MinaSshChannelTest {
         SshChannel own = connector.connect(sshd.target(), WAIT);
         assertThat(sshdThreads()).isNotEqualTo(before);
         GuestProcess sleep = own.start("sleep", "300");
+        GuestProcess tree = own.start("sh", "-c", "sleep 300 & wait");
         own.close();
         own.close();
         assertThat(sshdThreads()).isSubsetOf(before);
         assertDead(sleep.pid());
+        assertDead(tree.pid());
         assertThatThrownBy(() -> own.exec("true")).isInstanceOf(KilnException.class).hasMessageContaining("closed");
+    }
+
+    @Test
+    void abortEndsTheConnectionsAtOnceAndKillsNothing() {
+        Set<String> before = sshdThreads();
+        SshConnector.Session own = connector.connect(sshd.target(), WAIT);
+        GuestProcess sleep = own.start("sleep", "300");
+        CompletableFuture<Integer> waiting = CompletableFuture.supplyAsync(() -> sleep.waitFor(Duration.ofMinutes(10)));
+        own.abort();
+        own.abort();
+        assertThatThrownBy(() -> waiting.get(WAIT.toSeconds(), TimeUnit.SECONDS)).as("a wait on the session ends with it")
+                .isInstanceOf(ExecutionException.class).hasCauseInstanceOf(KilnException.class);
+        assertThat(sshdThreads()).isSubsetOf(before);
+        assertThatThrownBy(() -> own.exec("true")).isInstanceOf(KilnException.class).hasMessageContaining("closed");
+        assertThat(ProcessHandle.of(sleep.pid())).as("the command, left to its machine").hasValueSatisfying(p -> assertThat(p.isAlive()).isTrue());
+        assertThat(ssh.exec("kill", Long.toString(sleep.pid())).exitCode()).isZero();
+        assertDead(sleep.pid());
     }
 
     // ---- helpers

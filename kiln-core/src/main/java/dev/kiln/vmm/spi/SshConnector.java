@@ -20,7 +20,16 @@ public interface SshConnector {
      * {@link dev.kiln.WaitTimeoutException} naming the last error. A host key other than the expected one, or a key the
      * guest refuses, fails at once with a message saying which.
      */
-    SshChannel connect(Target target, Duration timeout);
+    Session connect(Target target, Duration timeout);
+
+    /** A machine's session: {@link #close()} for a session on its own, {@link #abort()} for one whose machine is going. */
+    interface Session extends SshChannel {
+        /**
+         * Ends the session at once, killing nothing and waiting for no answer: the machine is going away with its
+         * commands, and may be gone already (a guest on a tap sends no reset). Idempotent, and fine after close.
+         */
+        void abort();
+    }
 
     /**
      * @param machineId  for messages and thread names
