@@ -18,7 +18,8 @@ import java.util.concurrent.ConcurrentHashMap;
  * The virtio-fs daemon of one share: found on this host, and the command line that serves a directory on an
  * already-listening socket (its fd), so that QEMU finds the socket there as soon as it starts. Two flavours exist:
  * QEMU's own C daemon ({@code /usr/lib/qemu/virtiofsd} in Debian 12's qemu-system-common) and the Rust one (the
- * {@code virtiofsd} package of later releases); only the Rust one can refuse writes itself.
+ * {@code virtiofsd} package of later releases); only the Rust one can refuse writes itself, the C one is made to by a
+ * read-only bind mount.
  */
 final class Virtiofsd {
     private static final List<String> PLACES = List.of("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd");
@@ -55,15 +56,20 @@ final class Virtiofsd {
 
     /** The command that serves {@code share} on the listening socket the daemon gets as fd {@code fd}. */
     static List<String> command(Path binary, Share share, int fd) {
-        List<String> cmd = new ArrayList<>(List.of(binary.toString(), "--fd=" + fd));
+        List<String> cmd = new ArrayList<>();
+        String dir = share.hostDir().toString();
         if (rust(binary)) {
-            cmd.addAll(List.of("--shared-dir", share.hostDir().toString(), "--cache", "auto", "--sandbox", "namespace"));
+            cmd.addAll(List.of(binary.toString(), "--fd=" + fd, "--shared-dir", dir, "--cache", "auto", "--sandbox", "namespace"));
             if (share.readOnly()) cmd.add("--readonly");
         } else {
-            // The C daemon has no read-only mode: the guest mounts the share read-only.
+            // The C daemon has no read-only mode: it runs in a mount namespace of its own, where the folder is a
+            // read-only bind mount (its sandbox's bind of the folder stays read-only), so that the host refuses writes
+            // whatever the guest mounts.
+            if (share.readOnly()) cmd.addAll(List.of("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                    "mount --bind -o ro -- \"$1\" \"$1\" && shift && exec \"$@\"", "kiln-read-only", dir));
             // FUSE's option parser splits at commas; a backslash escapes one.
-            String source = share.hostDir().toString().replace("\\", "\\\\").replace(",", "\\,");
-            cmd.addAll(List.of("-o", "source=" + source, "-o", "cache=auto"));
+            String source = dir.replace("\\", "\\\\").replace(",", "\\,");
+            cmd.addAll(List.of(binary.toString(), "--fd=" + fd, "-o", "source=" + source, "-o", "cache=auto"));
         }
         return cmd;
     }

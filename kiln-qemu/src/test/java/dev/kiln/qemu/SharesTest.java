@@ -50,6 +50,13 @@ class SharesTest {
             assertThat(refused.stderrText()).contains("Read-only file system");
             assertThat(ro.resolve("new.txt")).doesNotExist();
             assertThat(vm.guest().exec("grep", " /mnt/data ", "/proc/mounts").orThrow().stdoutText()).contains("virtiofs", "ro");
+            // The host refuses too: the guest's root remounting it read-write gains nothing.
+            vm.guest().succeed("mount -o remount,rw /mnt/data");
+            assertThat(vm.guest().exec("grep", " /mnt/data ", "/proc/mounts").orThrow().stdoutText()).contains(" rw,");
+            ExecResult remounted = vm.guest().exec("sh", "-c", "echo x > /mnt/data/new.txt");
+            assertThat(remounted.exitCode()).as(remounted.toString()).isNotZero();
+            assertThat(remounted.stderrText()).contains("Read-only file system");
+            assertThat(ro.resolve("new.txt")).doesNotExist();
         }
         assertThat(workDir).doesNotExist();
     }
