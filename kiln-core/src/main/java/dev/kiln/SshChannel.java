@@ -4,10 +4,11 @@ import java.net.InetSocketAddress;
 import java.security.PublicKey;
 
 /**
- * A guest reached over SSH: the {@link Guest} API (exec, process handles, SFTP copies) on one authenticated session,
- * plus port forwards through it. Kiln opens it when the image has no guest agent, or when the spec asks for SSH
- * ({@link SpecBuilder#ssh}); {@link Machine#ssh()} returns it. The host key is checked against the one Kiln baked in
- * (through cloud-init) or the one the spec names, never accepted blindly.
+ * A guest reached over SSH: the {@link Guest} API (exec, process handles, SFTP copies) and port forwards, over
+ * authenticated connections to the guest's sshd (a further one whenever sshd takes no more commands on those open).
+ * Kiln opens it when the image has no guest agent, or when the spec asks for SSH ({@link SpecBuilder#ssh});
+ * {@link Machine#ssh()} returns it. The host key is checked against the one Kiln baked in (through cloud-init) or the
+ * one the spec names, never accepted blindly.
  */
 public interface SshChannel extends Guest, AutoCloseable {
     /** The user commands run as. */
@@ -31,7 +32,10 @@ public interface SshChannel extends Guest, AutoCloseable {
      */
     Forward forwardRemote(int guestPort, InetSocketAddress hostTarget);
 
-    /** Ends the session and its forwards; commands still running are ended with it. */
+    /**
+     * Ends the session and its forwards; commands still running are killed first. The machine's own session
+     * ({@link Machine#ssh()}) ignores this: it ends with the machine.
+     */
     @Override
     void close();
 

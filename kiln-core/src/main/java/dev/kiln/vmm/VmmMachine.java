@@ -459,7 +459,17 @@ public abstract class VmmMachine implements Machine {
             probes = probes.stream().flatMap(p -> p == Probe.imageReady() ? restored.stream() : java.util.stream.Stream.of(p)).toList();
         }
         Deadline deadline = Deadline.after(spec.readyTimeout());
-        if (access.viaSsh(image)) ssh = call(() -> openSsh(deadline.remaining()));
+        if (access.viaSsh(image)) {
+            ssh = call(() -> openSsh(deadline.remaining()));
+            // A start called off while this connected found no session to abort: it goes now, and the start with it.
+            VmmProcess vmm = process;
+            if (cancelReason != null || closeRequested || bootFailure != null || !vmm.isAlive()) {
+                ssh.abort();
+                checkStartCalledOff();
+                throw new KilnException("machine " + id + ": " + vmm() + " is no longer running"
+                        + (bootFailure != null ? " (" + bootFailure + ")" : ""));
+            }
+        }
         for (Probe p : probes) {
             call(() -> {
                 p.await(this, deadline.remaining());

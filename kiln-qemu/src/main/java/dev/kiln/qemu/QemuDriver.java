@@ -581,11 +581,16 @@ final class QemuDriver implements VmmDriver {
         if (execPorts != null) execPorts.close(); // the connections no slot took
         Qmp q = qmp;
         if (q != null) q.close(reason);
-        stopShareDaemons(); // now: they write to the VMM's output, whose end is awaited next
+        // The share daemons now: they write to the VMM's output, whose end is awaited next, and one QEMU never
+        // connected to would wait for ever. Their lifelines are released with the leftovers, once they have exited.
+        synchronized (shareDaemons) {
+            shareDaemons.stream().filter(VmmProcess::isAlive).forEach(VmmProcess::kill);
+        }
     }
 
-    /** Kills the share daemons: the machine is going, and a daemon QEMU never connected to would wait for ever. */
-    private void stopShareDaemons() {
+    @Override
+    public void removeLeftovers() {
+        // Everything QEMU needs lives in the work dir (or sockDir, whose sockets are removed once connected).
         synchronized (shareDaemons) {
             for (VmmProcess d : shareDaemons) {
                 if (d.isAlive()) d.kill();
@@ -594,12 +599,6 @@ final class QemuDriver implements VmmDriver {
             }
             shareDaemons.clear();
         }
-    }
-
-    @Override
-    public void removeLeftovers() {
-        // Everything QEMU needs lives in the work dir (or sockDir, whose sockets are removed once connected).
-        stopShareDaemons();
         if (launch != null) {
             for (int i = 0; i < spec.shares().size(); i++) {
                 Path sockDir = options.sockDir != null ? options.sockDir : launch.workDir();

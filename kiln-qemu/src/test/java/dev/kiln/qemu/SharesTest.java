@@ -62,6 +62,18 @@ class SharesTest {
     }
 
     @Test
+    void theCVirtiofsdServesAReadOnlyShareFromAReadOnlyBindMount() throws IOException {
+        Path echo = Path.of("/bin/echo"); // says no --shared-dir to --help: the C daemon's options
+        Path folder = Files.createDirectories(dir.resolve("a,b"));
+        List<String> ro = Virtiofsd.command(echo, new Share(folder, "/mnt/x", true, Share.Transport.VIRTIOFS), 3);
+        assertThat(ro.subList(0, 5)).containsExactly("unshare", "--mount", "--propagation", "private", "--");
+        assertThat(ro).containsSubsequence("kiln-read-only", folder.toString(), "/bin/echo", "--fd=3", "-o",
+                "source=" + dir.resolve("a\\,b"));
+        List<String> rw = Virtiofsd.command(echo, new Share(folder, "/mnt/x", false, Share.Transport.VIRTIOFS), 3);
+        assertThat(rw.getFirst()).isEqualTo("/bin/echo");
+    }
+
+    @Test
     void aMissingDirectoryFailsBeforeAnythingStarts() {
         Path missing = dir.resolve("nowhere");
         assertThatThrownBy(() -> QemuMachine.builder().image(TestGuests.image()).share(missing, "/mnt/x").build().start())

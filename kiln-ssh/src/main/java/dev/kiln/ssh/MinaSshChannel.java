@@ -76,7 +76,9 @@ final class MinaSshChannel implements SshConnector.Session {
     private final InetSocketAddress address;
     private final String name;
     private final Set<SshProcess> running = ConcurrentHashMap.newKeySet();
-    private final AtomicBoolean closed = new AtomicBoolean();
+    private final AtomicBoolean closed = new AtomicBoolean(); // no new work; close() may still log in to kill
+    private volatile boolean aborted;                          // no new connection either
+    private final Object loginLock = new Object();
 
     /** Logs in once more, on the same client, to the same address: one attempt within the deadline. */
     interface Login {
@@ -365,7 +367,7 @@ final class MinaSshChannel implements SshConnector.Session {
     ChannelExec openExec(String commandLine, Deadline deadline) {
         checkOpen();
         try {
-            return onSomeSession(deadline, "open an exec channel", s -> {
+            return onSomeSession(deadline, "open an exec channel on " + name, s -> {
                 ChannelExec channel = s.createExecChannel(commandLine);
                 try {
                     if (!channel.open().verify(left(deadline)).isOpened()) throw new IOException("the channel did not open");
@@ -389,7 +391,7 @@ final class MinaSshChannel implements SshConnector.Session {
     Outcome run(String commandLine, Deadline deadline, String what) {
         if (!session.isOpen()) throw closedError(); // not the closed flag: close() kills commands with this
         ByteArrayOutputStream output = new ByteArrayOutputStream();
-        try (ChannelExec channel = onSomeSession(deadline, "run" + what, s -> {
+        try (ChannelExec channel = onSomeSession(deadline, "open a channel on " + name + what, s -> {
             ChannelExec c = s.createExecChannel(commandLine);
             c.setOut(output);
             c.setErr(output);
@@ -426,42 +428,66 @@ final class MinaSshChannel implements SshConnector.Session {
         T open(ClientSession session) throws IOException;
     }
 
-    /** Opens a channel with {@code open} on the first connection that takes one more, logging in again when none does. */
+    /**
+     * Opens a channel with {@code open} on the first connection that takes one more, logging in again when none does.
+     * {@code what} says what the channel is for, for the message when no connection takes it.
+     */
     private <T> T onSomeSession(Deadline deadline, String what, OnSession<T> open) throws IOException {
+        String refusal = "";
         for (int i = 0; ; i++) {
-            ClientSession s = session(i, deadline, what);
+            ClientSession s = session(i, deadline, what, refusal);
+            if (!s.isOpen()) continue; // a further connection that ended: another takes its place
             try {
                 return open.open(s);
             } catch (IOException e) {
-                if (!refusedAChannel(e)) throw e;
-                log.debug("{}: connection {} takes no more channels", name, i + 1);
+                String refused = refusal(e);
+                if (refused == null) throw e;
+                refusal = refused;
+                log.debug("{}: connection {} takes no more channels: {}", name, i + 1, refused);
             }
         }
     }
 
-    /** The i-th connection, logged in now if it is the next one. */
-    private ClientSession session(int i, Deadline deadline, String what) throws IOException {
-        synchronized (sessions) {
+    /**
+     * The i-th connection; past the last, a new one, logged in outside any lock that {@link #abort()} needs (one login
+     * at a time), so that an abort never waits for a login.
+     */
+    private ClientSession session(int i, Deadline deadline, String what, String refusal) throws IOException {
+        if (i < sessions.size()) return sessions.get(i);
+        synchronized (loginLock) {
             if (i < sessions.size()) return sessions.get(i);
-            checkOpen();
-            if (i == MAX_CONNECTIONS) {
-                throw new GuestException("cannot " + what + " on " + name + ": its sshd took no more channels on each of "
-                        + MAX_CONNECTIONS + " connections (OpenSSH allows MaxSessions commands and copies at once on one,"
-                        + " 10 by default): close the process handles you are done with");
+            if (aborted) throw closedError();
+            if (sessions.stream().filter(ClientSession::isOpen).count() >= MAX_CONNECTIONS) {
+                throw new GuestException("cannot " + what + ": the guest's sshd took no more channels on each of "
+                        + MAX_CONNECTIONS + " connections (it said '" + refusal + "'; OpenSSH allows MaxSessions commands"
+                        + " and copies at once on one connection, 10 by default): close the process handles you are done with");
             }
-            ClientSession s = login.open(deadline);
-            sessions.add(s);
+            ClientSession s = login.open(deadline); // an abort meanwhile stops the client, which ends this
+            synchronized (sessions) {
+                if (aborted) {
+                    s.close(true);
+                    throw closedError();
+                }
+                sessions.removeIf(old -> old != session && !old.isOpen());
+                sessions.add(s);
+            }
             return s;
         }
     }
 
-    /** Whether sshd said no to a session channel (OpenSSH does beyond MaxSessions: "open failed", connect failed). */
-    private static boolean refusedAChannel(Throwable e) {
+    /**
+     * What sshd said when it refused a session channel, or null when it did not refuse one: OpenSSH refuses beyond
+     * MaxSessions with "open failed" (connect failed); other servers say administratively prohibited or resource shortage.
+     */
+    private static String refusal(Throwable e) {
         for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
             if (c instanceof SshChannelOpenException o && (o.getReasonCode() == SshConstants.SSH_OPEN_CONNECT_FAILED
-                    || o.getReasonCode() == SshConstants.SSH_OPEN_ADMINISTRATIVELY_PROHIBITED)) return true;
+                    || o.getReasonCode() == SshConstants.SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
+                    || o.getReasonCode() == SshConstants.SSH_OPEN_RESOURCE_SHORTAGE)) {
+                return o.getMessage();
+            }
         }
-        return false;
+        return null;
     }
 
     private void checkOpen() {
@@ -479,7 +505,8 @@ final class MinaSshChannel implements SshConnector.Session {
     @Override
     public void close() {
         if (!closed.compareAndSet(false, true)) return;
-        List<Long> pids = running.stream().filter(p -> p.pid() >= 0 && p.isAlive()).map(SshProcess::pid).toList();
+        // Not only those alive: a command that exited may have left children holding its channel open.
+        List<Long> pids = running.stream().filter(p -> p.pid() >= 0 && p.channelOpen()).map(SshProcess::pid).toList();
         if (!pids.isEmpty() && session.isOpen()) {
             try {
                 killTrees(pids, "the commands still running, " + pids);
@@ -493,10 +520,13 @@ final class MinaSshChannel implements SshConnector.Session {
     @Override
     public void abort() {
         closed.set(true);
-        synchronized (sessions) { // after this no further connection is opened: the closed flag is checked under it
-            for (ClientSession s : sessions) s.close(true);
+        List<ClientSession> open;
+        synchronized (sessions) { // after this no further connection is added: the flag is checked under this lock
+            aborted = true;
+            open = List.copyOf(sessions);
         }
-        MinaSshConnector.stop(client, Deadline.after(CLOSE_BUDGET));
+        for (ClientSession s : open) s.close(true);
+        MinaSshConnector.stop(client, Deadline.after(CLOSE_BUDGET)); // also ends a login under way
     }
 
     @Override

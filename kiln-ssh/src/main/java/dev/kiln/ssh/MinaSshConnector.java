@@ -138,7 +138,8 @@ public final class MinaSshConnector implements SshConnector {
         CoreModuleProperties.IDLE_TIMEOUT.set(client, Duration.ZERO); // a channel may sit idle as long as its machine runs
         CoreModuleProperties.NIO_WORKERS.set(client, 2);
         // A write to a command's stdin waits for the command to read, as on a pipe: not MINA's 30 s, after which the
-        // rest of the input would be dropped. The command's end (or the channel's) ends the wait.
+        // rest of the input would be dropped. The channel's end (the command's, a kill, close) ends the wait; closing
+        // the handle's stdin from another thread waits for it too (MINA's stream is synchronized).
         CoreModuleProperties.WAIT_FOR_SPACE_TIMEOUT.set(client, Duration.ofDays(365));
         return client;
     }

@@ -29,6 +29,7 @@ final class ShellCommand {
      * found by their parent. Stopped first, scan after scan, so that nothing forks away. Needs only sh, kill and /proc.
      */
     static final String KILL_TREE = """
+            [ $# -gt 0 ] || exit 0
             t=" $* " all=' '
             while :; do
               new=

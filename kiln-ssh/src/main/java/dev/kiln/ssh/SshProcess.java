@@ -161,6 +161,11 @@ final class SshProcess implements GuestProcess {
         return status > 128 && status <= 128 + 64 ? status - 128 : 0;
     }
 
+    /** Whether its channel is still open: it runs, or something it started holds its output. */
+    boolean channelOpen() {
+        return !channel.isClosing() && !channel.isClosed();
+    }
+
     void closeStdin() {
         try {
             channel.getInvertedIn().close(); // end of file for the command

@@ -64,6 +64,7 @@ final class HostSshd implements AutoCloseable {
                     "PidFile none",
                     "StrictModes no",
                     "AllowTcpForwarding yes",
+                    "MaxSessions 10", // OpenSSH's default, which the tests of further connections rely on
                     "Subsystem sftp internal-sftp",
                     "LogLevel VERBOSE"));
             log.setLength(0);

@@ -201,8 +201,10 @@ class MinaSshChannelTest {
     void moreCommandsThanOneConnectionCarriesRunTogether() throws IOException {
         // OpenSSH takes MaxSessions (10) commands per connection: the rest go on further connections.
         List<GuestProcess> sleeps = new ArrayList<>();
+        long loginsBefore = logins();
         try {
             for (int i = 0; i < 12; i++) sleeps.add(ssh.start("sleep", "300"));
+            assertThat(logins() - loginsBefore).as("further connections").isGreaterThanOrEqualTo(1);
             assertThat(sleeps).allMatch(GuestProcess::isAlive);
             assertThat(ssh.exec("echo", "still-answers").stdoutText()).isEqualTo("still-answers\n");
             Path small = Files.write(dir.resolve("small"), new byte[] {4, 2});
@@ -287,17 +289,25 @@ class MinaSshChannelTest {
     }
 
     @Test
-    void closeEndsCommandsAndLeavesNoThreads() {
+    void closeEndsCommandsAndLeavesNoThreads() throws IOException {
         Set<String> before = sshdThreads();
         SshChannel own = connector.connect(sshd.target(), WAIT);
         assertThat(sshdThreads()).isNotEqualTo(before);
-        GuestProcess sleep = own.start("sleep", "300");
-        GuestProcess tree = own.start("sh", "-c", "sleep 300 & wait");
+        // Ten channels, as many as the connection takes: the kill needs a further one.
+        List<GuestProcess> sleeps = new ArrayList<>();
+        for (int i = 0; i < 8; i++) sleeps.add(own.start("sleep", "300"));
+        GuestProcess tree = own.start("sh", "-c", "sleep 300 & echo $!; wait");
+        long child = Long.parseLong(new BufferedReader(new InputStreamReader(tree.stdout(), StandardCharsets.UTF_8)).readLine());
+        // Its own process gone, a child it left holds its output open.
+        GuestProcess orphaning = own.start("sh", "-c", "sleep 300 & echo $!");
+        long orphan = Long.parseLong(new BufferedReader(new InputStreamReader(orphaning.stdout(), StandardCharsets.UTF_8)).readLine());
         own.close();
         own.close();
         assertThat(sshdThreads()).isSubsetOf(before);
-        assertDead(sleep.pid());
+        for (GuestProcess p : sleeps) assertDead(p.pid());
         assertDead(tree.pid());
+        assertDead(child);
+        assertDead(orphan);
         assertThatThrownBy(() -> own.exec("true")).isInstanceOf(KilnException.class).hasMessageContaining("closed");
     }
 
@@ -319,6 +329,11 @@ class MinaSshChannelTest {
     }
 
     // ---- helpers
+
+    /** How many logins the test sshd has let in so far. */
+    private static long logins() {
+        return sshd.log().lines().filter(l -> l.contains("Accepted publickey")).count();
+    }
 
     private static Set<String> sshdThreads() {
         return Thread.getAllStackTraces().keySet().stream().filter(Thread::isAlive).map(Thread::getName)

@@ -25,8 +25,9 @@ public interface SshConnector {
     /** A machine's session: {@link #close()} for a session on its own, {@link #abort()} for one whose machine is going. */
     interface Session extends SshChannel {
         /**
-         * Ends the session at once, killing nothing and waiting for no answer: the machine is going away with its
-         * commands, and may be gone already (a guest on a tap sends no reset). Idempotent, and fine after close.
+         * Ends the session's connections, killing nothing and waiting for no answer from the guest (only for the SSH
+         * library's threads to end): the machine is going away with its commands, and may be gone already (a guest on
+         * a tap sends no reset). A wait on the session ends with it. Idempotent, and fine after close.
          */
         void abort();
     }
