@@ -17,11 +17,13 @@ import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 
 /**
  * {@code kiln shell}: the guest's console on this terminal, as {@code virsh console} has it. The terminal goes raw (keys
  * go to the guest as typed, Ctrl-C included), the guest's console tty takes the terminal's size and follows it, and
- * Ctrl-] leaves; the guest is then shut down.
+ * Ctrl-] leaves; the guest is then shut down. A guest that powers off ends it too.
  */
 @Command(name = "shell", mixinStandardHelpOptions = true,
         description = "Starts a guest and attaches this terminal to its console (a root shell on the default and "
@@ -46,18 +48,54 @@ final class ShellCommand implements Callable<Integer> {
             resize.run();
             Signal.handle(new Signal("WINCH"), s -> Thread.ofVirtual().start(resize));
             stty("raw", "-echo");
+            boolean left;
             try {
                 console.teeTo(Path.of("/dev/stdout"));
                 console.send("\n"); // a fresh prompt: the last one was printed before this terminal came
-                relayKeys(System.in, console);
+                left = relayKeysWhileRunning(vm, System.in, console);
             } finally {
                 stty(saved);
             }
             err.println();
+            if (!left) {
+                err.println("kiln: the guest of " + vm.id() + " powered off");
+                return 0;
+            }
             err.println("kiln: left the console of " + vm.id() + "; shutting it down");
             vm.shutdown(Duration.ofSeconds(10));
         }
         return 0;
+    }
+
+    /**
+     * Relays the keys until Ctrl-] or the end of input (true), or until the VMM exits, the guest having powered off
+     * (false). The keys are read on a daemon thread of their own: a read of the terminal cannot be called off, and
+     * that thread ends with the JVM.
+     */
+    private static boolean relayKeysWhileRunning(Machine vm, InputStream keys, Console console) throws IOException {
+        CompletableFuture<Boolean> done = new CompletableFuture<>();
+        Thread.ofPlatform().daemon().name("kiln-shell-keys").start(() -> {
+            try {
+                relayKeys(keys, console);
+                done.complete(true);
+            } catch (IOException | RuntimeException e) {
+                done.completeExceptionally(e);
+            }
+        });
+        Thread.ofVirtual().name("kiln-shell-exit").start(() -> {
+            try {
+                vm.awaitExit(Duration.ofDays(365)); // no limit of its own: the keys end the wait as well
+            } catch (RuntimeException e) {
+                // closed or failed: either way the console is gone
+            }
+            done.complete(false);
+        });
+        try {
+            return done.join();
+        } catch (CompletionException e) {
+            if (e.getCause() instanceof IOException io) throw io;
+            throw e.getCause() instanceof RuntimeException r ? r : e;
+        }
     }
 
     /** Sends what is typed to the console until Ctrl-] (or the end of input). */

@@ -78,8 +78,9 @@ class ShellCommandTest {
         type("id -un; stty size", "Enter");
         String[] pane = tmux(true, "display-message", "-p", "-t", session, "#{pane_height} #{pane_width}").strip().split(" ");
         awaitScreen(s -> s.contains("root") && s.contains(pane[0] + " " + pane[1]), "root, and the tty at the terminal's size");
-        type("C-]");
-        awaitScreen(s -> s.contains("left the console"), "kiln leaving on Ctrl-]");
+        // A guest that powers off ends kiln shell without a further key.
+        type("systemctl poweroff", "Enter");
+        awaitScreen(s -> s.contains("kiln: the guest of") && s.contains(" powered off"), "kiln to see the guest power off");
         awaitScreen(s -> s.contains("kiln exited 0"), "kiln to exit 0");
     }
 
